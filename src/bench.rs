@@ -1,0 +1,279 @@
+//! `siderite bench apiserver`: creates Server objects with realistic inventory against a freshly
+//! started `siderite serve` (a child process), and measures create throughput, full-list latency,
+//! watch fan-out and the server's peak RSS.
+//!
+//! The peer that runs side by side is SQLite itself: the same bodies inserted one durable
+//! transaction at a time (what a naive store would do), so the ratio shows what the API layer
+//! and group commit cost or gain over the raw database on this very machine, whatever its load.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, DynamicObject, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+
+#[derive(clap::Args, Debug)]
+pub struct ApiserverBenchArgs {
+    /// Server objects to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub objects: usize,
+    /// Concurrent watchers that must each see every event.
+    #[arg(long, default_value_t = 50)]
+    pub watchers: usize,
+    /// Concurrent create requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// The `siderite` binary to benchmark (default: this one).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+}
+
+/// A Server as the discovery agent would register it: SMBIOS, CPUs, DIMMs, disks, NICs.
+pub fn realistic_server(i: usize) -> Value {
+    let uuid = format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        i,
+        i % 65536,
+        i % 4096,
+        (i * 7) % 4096,
+        i * 31
+    );
+    let modules: Vec<Value> = (0..16)
+        .map(|d| json!({"manufacturer": "Samsung", "productName": "M393A4K40DB3-CWE", "serialNumber": format!("{:08X}", i * 16 + d),
+                         "type": "DDR4", "size": 32768, "speed": 3200}))
+        .collect();
+    let disks: Vec<Value> = (0..4)
+        .map(|d| json!({"type": "NVME", "size": 3_840_755_982_336u64, "model": "SAMSUNG MZQL23T8HCLS-00A07",
+                         "serial": format!("S64HNE0R{:06}", i * 4 + d), "name": format!("nvme{d}n1"),
+                         "deviceName": format!("/dev/nvme{d}n1"), "wwid": format!("eui.36344830529{:05}", i * 4 + d)}))
+        .collect();
+    let nics: Vec<Value> = (0..4)
+        .map(|n| json!({"index": n + 1, "name": format!("enp{}s0f{}", 65 + n / 2, n % 2), "flags": "up|broadcast|multicast",
+                         "mtu": 1500, "mac": format!("b8:ce:f6:{:02x}:{:02x}:{:02x}", (i >> 8) & 0xff, i & 0xff, n),
+                         "addresses": [format!("10.0.{}.{}/16", (i >> 8) & 0xff, i & 0xff)]}))
+        .collect();
+    json!({
+        "apiVersion": "metal.sidero.dev/v1alpha2",
+        "kind": "Server",
+        "metadata": {"name": uuid, "labels": {"rack": format!("rack-{}", i % 40), "hardware.siderite.dev/cpu-manufacturer": "AMD"}},
+        "spec": {
+            "accepted": false,
+            "hostname": format!("node-{i:05}"),
+            "hardware": {
+                "system": {"uuid": uuid, "manufacturer": "Dell Inc.", "productName": "PowerEdge R6525", "version": "",
+                           "serialNumber": format!("{:07X}", i), "skuNumber": "SKU=0A6B;ModelName=PowerEdge R6525", "family": "PowerEdge"},
+                "compute": {"totalCoreCount": 64, "totalThreadCount": 128, "processorCount": 2,
+                            "processors": [
+                                {"manufacturer": "AMD", "productName": "AMD EPYC 7543 32-Core Processor", "speed": 2800, "coreCount": 32, "threadCount": 64},
+                                {"manufacturer": "AMD", "productName": "AMD EPYC 7543 32-Core Processor", "speed": 2800, "coreCount": 32, "threadCount": 64}]},
+                "memory": {"totalSize": "512 GB", "moduleCount": 16, "modules": modules},
+                "storage": {"totalSize": "15 TB", "deviceCount": 4, "devices": disks},
+                "network": {"interfaceCount": 4, "interfaces": nics}
+            }
+        }
+    })
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The peer: the same bodies, one durable SQLite transaction per insert.
+fn sqlite_peer(dir: &Path, bodies: &[Vec<u8>]) -> anyhow::Result<f64> {
+    let conn = rusqlite::Connection::open(dir.join("peer.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE t (name TEXT PRIMARY KEY, body BLOB NOT NULL)")?;
+    let started = Instant::now();
+    for (i, b) in bodies.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO t VALUES (?1, ?2)",
+            rusqlite::params![i.to_string(), b],
+        )?;
+    }
+    Ok(bodies.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn apiserver(args: ApiserverBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary state directory")?;
+    let binary = match args.binary {
+        Some(b) => b,
+        None => std::env::current_exe()?,
+    };
+    let child = Child(
+        std::process::Command::new(&binary)
+            .args(["serve", "--api-listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?,
+    );
+    let kubeconfig = dir.path().join("state/kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubeconfig.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "the server did not write {} within 30 s",
+                kubeconfig.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig)?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    let client = kube::Client::try_from(config)?;
+    let resource = ApiResource {
+        group: "metal.sidero.dev".into(),
+        version: "v1alpha2".into(),
+        api_version: "metal.sidero.dev/v1alpha2".into(),
+        kind: "Server".into(),
+        plural: "servers".into(),
+    };
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    // Wait until the server answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.list(&ListParams::default().limit(1)).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the server did not answer within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start_rv = api
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+
+    let n = args.objects;
+    let received = Arc::new(AtomicUsize::new(0));
+    let mut watchers = Vec::new();
+    for _ in 0..args.watchers {
+        let api = api.clone();
+        let rv = start_rv.clone();
+        let received = received.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut seen = 0usize;
+            let mut stream = api
+                .watch(&WatchParams::default().timeout(290), &rv)
+                .await?
+                .boxed();
+            while let Some(event) = stream.try_next().await? {
+                match event {
+                    WatchEvent::Added(_) => {
+                        seen += 1;
+                        received.fetch_add(1, Ordering::Relaxed);
+                        if seen == n {
+                            return Ok::<Instant, anyhow::Error>(Instant::now());
+                        }
+                    }
+                    WatchEvent::Error(e) => bail!("watch error: {e}"),
+                    _ => {}
+                }
+            }
+            bail!("watch ended after {seen} of {n} events")
+        }));
+    }
+
+    let bodies: Vec<Value> = (0..n).map(realistic_server).collect();
+    let mean_size = bodies.iter().map(|b| b.to_string().len()).sum::<usize>() / n.max(1);
+    let started = Instant::now();
+    let created = futures::stream::iter(bodies.iter().cloned())
+        .map(|body| {
+            let api = api.clone();
+            async move {
+                let obj: DynamicObject = serde_json::from_value(body)?;
+                api.create(&PostParams::default(), &obj).await?;
+                Ok::<(), anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_fold(0usize, |c, _| async move { Ok(c + 1) })
+        .await?;
+    let create_secs = started.elapsed().as_secs_f64();
+    let creates_per_sec = created as f64 / create_secs;
+
+    let mut fanout_done = started;
+    for w in watchers {
+        let t = w.await.context("watcher task")??;
+        fanout_done = fanout_done.max(t);
+    }
+    let fanout_lag =
+        fanout_done.saturating_duration_since(started + Duration::from_secs_f64(create_secs));
+
+    let mut list_times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let list = api.list(&ListParams::default()).await?;
+        list_times.push(t.elapsed().as_secs_f64());
+        if list.items.len() != n {
+            bail!("list returned {} objects, expected {n}", list.items.len());
+        }
+    }
+    list_times.sort_by(|a, b| a.total_cmp(b));
+    let list_median = list_times[list_times.len() / 2];
+    let rss_mib = peak_rss_kib(child.0.id()).unwrap_or(0) as f64 / 1024.0;
+    drop(child);
+
+    let peer_bodies: Vec<Vec<u8>> = bodies.iter().map(|b| b.to_string().into_bytes()).collect();
+    let peer = sqlite_peer(dir.path(), &peer_bodies)?;
+
+    let total_events = received.load(Ordering::Relaxed);
+    println!(
+        "siderite bench apiserver: {n} Server objects (mean {mean_size} bytes), {} watchers, {} in flight",
+        args.watchers, args.concurrency
+    );
+    println!(
+        "  creates/s            {creates_per_sec:>10.0}   target >= 2000   ratio to target {:.2}",
+        creates_per_sec / 2000.0
+    );
+    println!(
+        "  peer: SQLite inserts {peer:>10.0}/s (one durable transaction each)   siderite/peer {:.2}",
+        creates_per_sec / peer
+    );
+    println!(
+        "  full list (median 5) {:>10.3} s   target < 1 s     ratio to target {:.2}",
+        list_median,
+        list_median / 1.0
+    );
+    println!(
+        "  watch events         {total_events:>10} of {}   every watcher saw every event: {}",
+        n * args.watchers,
+        total_events == n * args.watchers
+    );
+    println!(
+        "  last watcher done    {:>10.3} s after the last create was acknowledged",
+        fanout_lag.as_secs_f64()
+    );
+    println!(
+        "  server peak RSS      {rss_mib:>10.1} MiB   target < 300 MiB   ratio to target {:.2}",
+        rss_mib / 300.0
+    );
+    Ok(())
+}

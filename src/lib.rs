@@ -1,0 +1,7 @@
+//! Siderite: a bare-metal auto-discovery boot appliance for Kubernetes, wire-compatible with
+//! Sidero Metal. See ARCHITECTURE.md for the code map and the layering rules.
+
+pub mod api;
+pub mod apiserver;
+pub mod bench;
+pub mod store;
