@@ -8,6 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+// The API server allocates many short-lived JSON trees per request; glibc's malloc spent a
+// fifth of the server's CPU in the create benchmark (docs/benchmarks.md), mimalloc far less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "siderite",

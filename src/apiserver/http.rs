@@ -425,14 +425,14 @@ async fn resource(
             let value = parse_body(&headers, &body, info.builtin.is_some())?;
             let opts = write_options(&query, &headers, false, sub);
             let created = api.create(info, ns, value, &opts).await?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            Ok(bytes_response(StatusCode::CREATED, created))
         }
         (&Method::PUT, Some(name)) => {
             let body = read_body(server, req.into_body()).await?;
             let value = parse_body(&headers, &body, info.builtin.is_some())?;
             let opts = write_options(&query, &headers, false, sub);
             let updated = api.update(info, ns, name, value, &opts).await?;
-            Ok(json_response(StatusCode::OK, &updated))
+            Ok(bytes_response(StatusCode::OK, updated))
         }
         (&Method::PATCH, Some(name)) => {
             let patch_type = match media_type(&headers).as_str() {
@@ -453,7 +453,7 @@ async fn resource(
             let body = read_body(server, req.into_body()).await?;
             let opts = write_options(&query, &headers, patch_type == PatchType::Apply, sub);
             let patched = api.patch(info, ns, name, patch_type, &body, &opts).await?;
-            Ok(json_response(StatusCode::OK, &patched))
+            Ok(bytes_response(StatusCode::OK, patched))
         }
         (&Method::DELETE, Some(name)) => {
             let body = read_body(server, req.into_body()).await?;

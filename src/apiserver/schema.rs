@@ -1498,6 +1498,13 @@ fn is_json_integer(f: f64) -> bool {
 
 /// kube-openapi `schemaPropsValidator` for anyOf, oneOf, allOf and not.
 fn check_junctors(data: &Value, s: &Value, path: &str, out: &mut Outcome) {
+    // Most nodes have no junctors; skip building the quoted path for them.
+    if ["anyOf", "oneOf", "allOf", "not"]
+        .iter()
+        .all(|k| s.get(k).is_none())
+    {
+        return;
+    }
     let quoted = go_quote(path);
 
     let any_of = list(s, "anyOf");

@@ -168,6 +168,14 @@ impl Api {
         v
     }
 
+    /// A not-stored state (dry run), serialized as the client's view.
+    fn render(info: &ResourceInfo, v: Value) -> Bytes {
+        Bytes::from(
+            serde_json::to_vec(&Self::view_value(info, v))
+                .expect("a serde_json::Value always serializes"),
+        )
+    }
+
     /// Serialized view, without re-encoding when the stored form already is the view.
     pub fn view_bytes(info: &ResourceInfo, stored: &Stored) -> Bytes {
         if info.builtin != Some(Builtin::EventsV1)
@@ -350,7 +358,7 @@ impl Api {
         ns: Option<&str>,
         body: Value,
         opts: &WriteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Bytes, ApiError> {
         Self::check_type(info, &body)?;
         let body = if info.builtin == Some(Builtin::EventsV1) {
             builtin::event_from_v1(body)
@@ -368,7 +376,7 @@ impl Api {
         mut obj: Value,
         opts: &WriteOptions,
         track: Track<'_>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Bytes, ApiError> {
         let given_name = str_at(&obj, &["metadata", "name"])
             .unwrap_or_default()
             .to_owned();
@@ -451,7 +459,7 @@ impl Api {
                 apply::record_update(None, &mut candidate, manager, None, &timestamp);
             }
             if opts.dry_run {
-                return Ok(Self::view_value(info, candidate));
+                return Ok(Self::render(info, candidate));
             }
             let key = Self::key(info, namespace.as_deref(), &name);
             match self
@@ -464,7 +472,7 @@ impl Api {
             {
                 Ok(c) => {
                     self.after_write(info);
-                    return Ok(Self::view(info, &c.object));
+                    return Ok(Self::view_bytes(info, &c.object));
                 }
                 Err(StoreError::AlreadyExists) if given_name.is_empty() => continue,
                 Err(e) => return Err(storage_error(info, &name, e)),
@@ -635,13 +643,13 @@ impl Api {
         current: &Stored,
         new: Value,
         dry_run: bool,
-    ) -> Result<Value, StoreError> {
+    ) -> Result<Bytes, StoreError> {
         if dry_run {
-            return Ok(Self::view_value(info, new));
+            return Ok(Self::render(info, new));
         }
         let committed = self.commit_update(info, key, current, new).await?;
         self.after_write(info);
-        Ok(Self::view(info, &committed.object))
+        Ok(Self::view_bytes(info, &committed.object))
     }
 
     /// PUT on an object or its status.
@@ -652,7 +660,7 @@ impl Api {
         name: &str,
         body: Value,
         opts: &WriteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Bytes, ApiError> {
         Self::check_type(info, &body)?;
         let key = Self::key(info, ns, name);
         let wanted_rv = str_at(&body, &["metadata", "resourceVersion"]).map(str::to_owned);
@@ -703,7 +711,7 @@ impl Api {
         patch_type: PatchType,
         body: &[u8],
         opts: &WriteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Bytes, ApiError> {
         let subresource = opts.subresource.as_deref();
         let parsed: Value = match patch_type {
             PatchType::Apply => crate::apiserver::http::parse_yaml(body)?,
