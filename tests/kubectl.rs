@@ -309,6 +309,8 @@ fn get_prints_the_printer_columns_of_servers_classes_and_environments() {
         [
             "NAME",
             "HOSTNAME",
+            "BMC",
+            "IP",
             "ACCEPTED",
             "CORDONED",
             "ALLOCATED",
@@ -320,32 +322,31 @@ fn get_prints_the_printer_columns_of_servers_classes_and_environments() {
     );
     let r = row(&out, UUID_A);
     assert_eq!(
-        &r[..7],
-        [UUID_A, "node-1", "false", "false", "true", "false", "on"],
+        &r[..8],
+        [
+            UUID_A, "node-1", "10.0.0.5", "false", "false", "true", "false", "on"
+        ],
         "{out}"
     );
-    assert_eq!(r.len(), 8, "{out}");
+    assert_eq!(r.len(), 9, "{out}");
 
-    let wide = a.kubectl_ok(&["get", "servers", "-o", "wide"]);
-    let header = words(wide.lines().next().unwrap_or_default());
-    assert_eq!(
-        header,
-        [
-            "NAME",
-            "HOSTNAME",
-            "BMC",
-            "IP",
-            "ACCEPTED",
-            "CORDONED",
-            "ALLOCATED",
-            "CLEAN",
-            "POWER",
-            "AGE"
-        ],
+    // Priority-1 columns appear only with -o wide (MetalCluster's Endpoint).
+    let cluster = "apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
+kind: MetalCluster
+metadata: {name: production, namespace: default}
+spec:
+  controlPlaneEndpoint: {host: 10.5.0.10, port: 6443}
+";
+    let out = a.kubectl_stdin(&["apply", "-f", "-"], Some(cluster));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let narrow = a.kubectl_ok(&["get", "metalclusters"]);
+    assert!(!narrow.contains("ENDPOINT"), "{narrow}");
+    let wide = a.kubectl_ok(&["get", "metalclusters", "-o", "wide"]);
+    assert!(
+        wide.lines().next().unwrap_or_default().contains("ENDPOINT"),
         "{wide}"
     );
-    let r = row(&wide, UUID_A);
-    assert_eq!(&r[..3], [UUID_A, "node-1", "10.0.0.5"], "{wide}");
+    assert!(wide.contains("10.5.0.10"), "{wide}");
 
     let labelled = a.kubectl_ok(&["get", "servers", "--show-labels"]);
     let header = words(labelled.lines().next().unwrap_or_default());

@@ -29,6 +29,7 @@ const PURE: &[&str] = &[
     "policy",
     "proto",
     "apiserver/request.rs",
+    "apiserver/protobuf.rs",
     "apiserver/status.rs",
     "apiserver/resources.rs",
     "apiserver/openapi.rs",

@@ -123,21 +123,18 @@ pub struct Initialization {
         name = "Cluster",
         type_ = "string",
         json_path = ".metadata.labels.cluster\\.x-k8s\\.io/cluster-name",
-        priority = 1,
         description = "Cluster to which this MetalMachine belongs"
     ),
     printcolumn(
         name = "Machine",
         type_ = "string",
         json_path = ".metadata.ownerReferences[?(@.kind==\"Machine\")].name",
-        priority = 1,
         description = "Machine object to which this MetalMachine belongs"
     ),
     printcolumn(
         name = "Server",
         type_ = "string",
         json_path = ".spec.serverRef.name",
-        priority = 1,
         description = "Server ID"
     ),
     printcolumn(

@@ -123,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn server_printer_columns_are_sideros_in_order() {
+    fn server_printer_columns_follow_the_design_in_order() {
         let crd = Server::crd();
         let columns: Vec<(String, String, Option<i32>)> = crd.spec.versions[0]
             .additional_printer_columns
@@ -134,7 +134,7 @@ mod tests {
             .collect();
         let expected = [
             ("Hostname", ".spec.hostname", None),
-            ("BMC IP", ".spec.bmc.endpoint", Some(1)),
+            ("BMC IP", ".spec.bmc.endpoint", None),
             ("Accepted", ".spec.accepted", None),
             ("Cordoned", ".spec.cordoned", None),
             ("Allocated", ".status.inUse", None),

@@ -30,7 +30,6 @@ use super::hardware::HardwareInformation;
         name = "BMC IP",
         type_ = "string",
         json_path = ".spec.bmc.endpoint",
-        priority = 1,
         description = "BMC IP"
     ),
     printcolumn(
