@@ -160,7 +160,14 @@ pub async fn apiserver(args: ApiserverBenchArgs) -> anyhow::Result<()> {
     };
     let child = Child(
         std::process::Command::new(&binary)
-            .args(["serve", "--api-listen", "127.0.0.1:0", "--state-dir"])
+            .args([
+                "serve",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--state-dir",
+            ])
             .arg(dir.path().join("state"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

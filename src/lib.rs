@@ -4,4 +4,7 @@
 pub mod api;
 pub mod apiserver;
 pub mod bench;
+pub mod policy;
+pub mod proto;
+pub mod serve;
 pub mod store;

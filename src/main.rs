@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the appliance. Without --kubeconfig it embeds its own Kubernetes API server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the CustomResourceDefinitions as YAML (the content of manifests/crds/).
     Crds,
     /// Print the version.
@@ -56,6 +56,34 @@ struct ServeArgs {
     /// Change events kept in memory for watches that resume.
     #[arg(long, default_value_t = siderite::store::DEFAULT_HISTORY)]
     watch_history: usize,
+    /// Provisioning interface to run ProxyDHCP and TFTP on (repeatable). Without it the
+    /// appliance runs no DHCP or TFTP at all.
+    #[arg(long = "interface")]
+    interfaces: Vec<String>,
+    /// Address of the boot HTTP server (iPXE scripts, kernels, initramfs).
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    http_listen: SocketAddr,
+    /// Address machines reach the appliance on (default: the first interface's IPv4 address).
+    #[arg(long)]
+    advertise_ip: Option<std::net::Ipv4Addr>,
+    /// Directory of the iPXE binaries served over TFTP (Debian's `ipxe` package).
+    #[arg(long, default_value = "/usr/lib/ipxe")]
+    tftp_dir: PathBuf,
+    /// Directory served at /assets/ (kernels, initramfs); default <state-dir>/assets.
+    #[arg(long)]
+    assets_dir: Option<PathBuf>,
+    /// Discovery kernel, relative to the assets directory.
+    #[arg(long, default_value = "discovery/vmlinuz")]
+    discovery_kernel: String,
+    /// Discovery initramfs, relative to the assets directory.
+    #[arg(long, default_value = "discovery/initramfs.gz")]
+    discovery_initrd: String,
+    /// Kernel command line of the discovery environment.
+    #[arg(long, default_value = "console=tty0 console=ttyS0,115200")]
+    discovery_args: String,
+    /// Concurrent TFTP transfers per interface before new ones are told to retry.
+    #[arg(long, default_value_t = 64)]
+    tftp_max_transfers: usize,
 }
 
 #[derive(Subcommand)]
@@ -93,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchCommand::Apiserver(args) => siderite::bench::apiserver(args).await,
         },
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
     }
 }
 
@@ -113,6 +141,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
+    let boot = siderite::serve::BootPlaneConfig {
+        interfaces: args.interfaces.clone(),
+        http_listen: args.http_listen,
+        advertise_ip: args.advertise_ip,
+        tftp_dir: args.tftp_dir.clone(),
+        assets_dir: args
+            .assets_dir
+            .clone()
+            .unwrap_or_else(|| args.state_dir.join("assets")),
+        discovery: siderite::serve::http::DiscoveryEnvironment {
+            kernel: args.discovery_kernel.clone(),
+            initrd: args.discovery_initrd.clone(),
+            args: args
+                .discovery_args
+                .split_whitespace()
+                .map(|a| {
+                    siderite::proto::ipxe::KernelArg::parse(a).with_context(|| {
+                        format!("--discovery-args: {a:?} cannot be passed to a kernel")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        },
+        tftp_max_transfers: args.tftp_max_transfers,
+        disk_method: siderite::policy::boot::BootFromDiskMethod::IpxeExit,
+    };
+    siderite::serve::start(boot, shutdown.clone()).await?;
     eprintln!(
         "siderite: API server at https://{} — run: KUBECONFIG={} kubectl get servers",
         running.addr,

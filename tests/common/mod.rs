@@ -42,7 +42,14 @@ impl Appliance {
             .open(&self.log)
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_siderite"))
-            .args(["serve", "--api-listen", "127.0.0.1:0", "--state-dir"])
+            .args([
+                "serve",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--state-dir",
+            ])
             .arg(&self.state)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

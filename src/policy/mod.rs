@@ -1,0 +1,4 @@
+//! Pure decisions over data: what a machine boots, (later) which servers a ServerClass selects
+//! and which server a MetalMachine gets. No I/O, no clock: callers pass in what they know.
+
+pub mod boot;

@@ -1,0 +1,420 @@
+//! The VM lab: network namespaces, a bridge, the site DHCP server (dnsmasq, addresses only), the
+//! appliance bound to its own veth, and QEMU VMs on tap devices, all created by the test and
+//! torn down (by PID and namespace) when the `Lab` is dropped. Serial consoles are captured to
+//! files and printed when a test fails.
+//!
+//! Topology (one `Lab`, its own namespaces, so labs run in parallel without clashing):
+//!
+//! ```text
+//!   netns <id>-lan: br0 10.77.0.1/24  dnsmasq --port=0 (addresses .100-.199 only)
+//!        │ tapN ── QEMU VM N
+//!        └ vethbr ═══ veth (netns <id>-app): 10.77.0.2/24  siderite serve --interface veth
+//! ```
+//!
+//! Needs root and installs what it needs (`scripts/install-deps`, `scripts/lab-assets`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const LAN_PREFIX: &str = "10.77.0";
+pub const APPLIANCE_IP: &str = "10.77.0.2";
+pub const HTTP_PORT: u16 = 8081;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Installs the lab's packages and builds its boot assets once per test binary.
+pub fn prepare() -> PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        run(repo().join("scripts/install-deps").to_str().unwrap(), &[]);
+        run(repo().join("scripts/lab-assets").to_str().unwrap(), &[]);
+    });
+    repo().join("target/lab-assets")
+}
+
+/// The firmware a VM boots with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Firmware {
+    /// SeaBIOS with the iPXE option ROM of virtio-net (Debian's ipxe-qemu).
+    SeaBiosVirtio,
+    /// SeaBIOS with an e1000 NIC (its iPXE option ROM).
+    SeaBiosE1000,
+    /// OVMF (UEFI) with EDK2's own PXE client (`romfile=""`), which chainloads ipxe.efi.
+    OvmfPxe,
+}
+
+pub struct Lab {
+    pub id: String,
+    pub lan: String,
+    pub app: String,
+    pub dir: tempfile::TempDir,
+    pub assets: PathBuf,
+    pub marker: String,
+    children: Vec<(String, Child)>,
+    vms: usize,
+}
+
+pub struct Options {
+    /// Start Siderite in the appliance namespace (false: only the network and dnsmasq).
+    pub appliance: bool,
+    /// Extra arguments for dnsmasq (e.g. to make it a full PXE server for comparisons).
+    pub dnsmasq_extra: Vec<String>,
+    /// The appliance's TFTP root (default: Debian's /usr/lib/ipxe).
+    pub tftp_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            appliance: true,
+            dnsmasq_extra: Vec::new(),
+            tftp_dir: None,
+        }
+    }
+}
+
+impl Lab {
+    pub fn start() -> Lab {
+        Lab::with(Options::default())
+    }
+
+    pub fn with(options: Options) -> Lab {
+        let assets = prepare();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("sdr{}x{n}", std::process::id() % 100_000);
+        let mut lab = Lab {
+            lan: format!("{id}-lan"),
+            app: format!("{id}-app"),
+            id,
+            dir: tempfile::tempdir().expect("temporary directory"),
+            assets,
+            marker: format!("m{:x}", rand_token()),
+            children: Vec::new(),
+            vms: 0,
+        };
+        lab.network();
+        lab.spawn_dnsmasq(&options.dnsmasq_extra);
+        if options.appliance {
+            lab.spawn_appliance(options.tftp_dir.as_deref());
+        }
+        lab
+    }
+
+    pub fn ns(&self, ns: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", ns];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    fn network(&mut self) {
+        run("ip", &["netns", "add", &self.lan]);
+        run("ip", &["netns", "add", &self.app]);
+        let lan = self.lan.clone();
+        let app = self.app.clone();
+        self.ns(&lan, &["ip", "link", "set", "lo", "up"]);
+        self.ns(&app, &["ip", "link", "set", "lo", "up"]);
+        self.ns(&lan, &["ip", "link", "add", "br0", "type", "bridge"]);
+        self.ns(
+            &lan,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{LAN_PREFIX}.1/24"),
+                "dev",
+                "br0",
+            ],
+        );
+        self.ns(&lan, &["ip", "link", "set", "br0", "up"]);
+        // The veth pair is created inside the lan namespace, then one end moves.
+        self.ns(
+            &lan,
+            &[
+                "ip", "link", "add", "vethbr", "type", "veth", "peer", "name", "veth",
+            ],
+        );
+        self.ns(&lan, &["ip", "link", "set", "veth", "netns", &app]);
+        self.ns(
+            &lan,
+            &["ip", "link", "set", "vethbr", "master", "br0", "up"],
+        );
+        self.ns(
+            &app,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{APPLIANCE_IP}/24"),
+                "dev",
+                "veth",
+            ],
+        );
+        self.ns(&app, &["ip", "link", "set", "veth", "up"]);
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    fn spawn(&mut self, name: &str, ns: &str, program: &str, args: &[String]) {
+        let log = std::fs::File::create(self.log(name)).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        self.children.push((name.to_owned(), child));
+    }
+
+    fn spawn_dnsmasq(&mut self, extra: &[String]) {
+        let dir = self.dir.path().to_owned();
+        let mut args: Vec<String> = [
+            "--keep-in-foreground",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=br0",
+            "--bind-interfaces",
+            "--log-dhcp",
+            "--log-facility=-",
+            "--dhcp-authoritative",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!(
+            "--dhcp-range={LAN_PREFIX}.100,{LAN_PREFIX}.199,255.255.255.0,1h"
+        ));
+        args.push(format!("--dhcp-leasefile={}", dir.join("leases").display()));
+        args.push(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
+        args.extend(extra.iter().cloned());
+        let lan = self.lan.clone();
+        self.spawn("dnsmasq", &lan, "dnsmasq", &args);
+    }
+
+    /// Kernel arguments the appliance gives the discovery environment; the test kernel's init
+    /// echoes its command line, so the marker proves the whole chain ran through the appliance.
+    pub fn discovery_args(&self) -> String {
+        format!("console=ttyS0 siderite.marker={}", self.marker)
+    }
+
+    /// What the test kernel's init prints once the discovery environment booted.
+    pub fn marker_arg(&self) -> String {
+        format!("siderite.marker={}", self.marker)
+    }
+
+    fn spawn_appliance(&mut self, tftp_dir: Option<&Path>) {
+        let state = self.dir.path().join("state");
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--api-listen".into(),
+            "127.0.0.1:0".into(),
+            "--interface".into(),
+            "veth".into(),
+            "--http-listen".into(),
+            format!("{APPLIANCE_IP}:{HTTP_PORT}"),
+            "--assets-dir".into(),
+            self.assets.display().to_string(),
+            "--discovery-kernel".into(),
+            "vmlinuz".into(),
+            "--discovery-initrd".into(),
+            "initramfs.gz".into(),
+            "--discovery-args".into(),
+            self.discovery_args(),
+        ];
+        if let Some(dir) = tftp_dir {
+            args.extend(["--tftp-dir".into(), dir.display().to_string()]);
+        }
+        let app = self.app.clone();
+        self.spawn("siderite", &app, env!("CARGO_BIN_EXE_siderite"), &args);
+        // Ready when the boot HTTP server answers inside the namespace.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &app, "curl", "-sf", "-o", "/dev/null"])
+                .arg(format!("http://{APPLIANCE_IP}:{HTTP_PORT}/boot.ipxe"))
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the appliance did not start:\n{}",
+                self.read_log("siderite")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log(name)).unwrap_or_default()
+    }
+
+    /// Boots a VM with `firmware` on a new tap device; its serial console goes to a file.
+    pub fn boot(&mut self, firmware: Firmware) -> Vm {
+        self.vms += 1;
+        let n = self.vms;
+        let tap = format!("tap{n}");
+        let lan = self.lan.clone();
+        self.ns(&lan, &["ip", "tuntap", "add", &tap, "mode", "tap"]);
+        self.ns(&lan, &["ip", "link", "set", &tap, "master", "br0", "up"]);
+        let serial = self.log(&format!("vm{n}-serial"));
+        let mac = format!("52:54:00:77:00:{n:02x}");
+        let mut args: Vec<String> = vec![
+            "-accel".into(),
+            "tcg".into(),
+            "-m".into(),
+            "512".into(),
+            "-display".into(),
+            "none".into(),
+            "-monitor".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-serial".into(),
+            format!("file:{}", serial.display()),
+            "-netdev".into(),
+            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        ];
+        match firmware {
+            Firmware::SeaBiosVirtio => {
+                args.extend([
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={mac}"),
+                ]);
+                args.extend(["-boot".into(), "order=n".into()]);
+            }
+            Firmware::SeaBiosE1000 => {
+                args.extend(["-device".into(), format!("e1000,netdev=n0,mac={mac}")]);
+                args.extend(["-boot".into(), "order=n".into()]);
+            }
+            Firmware::OvmfPxe => {
+                let vars = self.dir.path().join(format!("vm{n}-vars.fd"));
+                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF vars");
+                args.extend([
+                    "-drive".into(),
+                    "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,file={}", vars.display()),
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+                ]);
+            }
+        }
+        self.spawn(&format!("vm{n}-qemu"), &lan, "qemu-system-x86_64", &args);
+        Vm {
+            serial,
+            mac,
+            started: Instant::now(),
+        }
+    }
+}
+
+pub struct Vm {
+    pub serial: PathBuf,
+    pub mac: String,
+    pub started: Instant,
+}
+
+impl Vm {
+    pub fn console(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until a console line starts with `prefix` and contains `text`; returns the time
+    /// since the VM started.
+    pub fn wait_for_line(&self, prefix: &str, text: &str, timeout: Duration) -> Duration {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .console()
+                .lines()
+                .any(|l| l.trim_start().starts_with(prefix) && l.contains(text))
+            {
+                return self.started.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "VM console never showed a line {prefix:?}…{text:?} within {timeout:?}:\n{}",
+                tail(&self.console(), 3000)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let start = s.len().saturating_sub(n);
+    let mut i = start;
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+fn rand_token() -> u64 {
+    let mut buf = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut buf);
+    }
+    u64::from_le_bytes(buf)
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Stop only what this lab started, by PID, then remove its namespaces.
+        for (_, child) in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for (name, _) in &self.children {
+                eprintln!("---- {name} ----\n{}", tail(&self.read_log(name), 4000));
+            }
+            for n in 1..=self.vms {
+                eprintln!(
+                    "---- vm{n} serial ----\n{}",
+                    tail(&self.read_log(&format!("vm{n}-serial")), 4000)
+                );
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.lan])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.app])
+            .status();
+    }
+}
+
+/// Path of a file in the lab's assets.
+pub fn asset(assets: &Path, name: &str) -> PathBuf {
+    assets.join(name)
+}
