@@ -141,13 +141,15 @@ fn tftp_serves_real_clients_1mb_and_64mb_intact() {
         std::fs::read(&dest).unwrap(),
         std::fs::read(root.path().join("one.bin")).unwrap()
     );
-    // Traversal attempts through a real client are refused.
-    let refused = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.lan, "curl", "-sS", "-o", "/dev/null"])
-        .arg(url("../etc/passwd"))
-        .output()
-        .unwrap();
-    assert!(!refused.status.success(), "a path with .. must be refused");
+    // Traversal and absolute paths through a real client are refused.
+    for name in ["../etc/passwd", "/etc/passwd"] {
+        let refused = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.lan, "curl", "-sS", "-o", "/dev/null"])
+            .arg(url(name))
+            .output()
+            .unwrap();
+        assert!(!refused.status.success(), "{name} must be refused");
+    }
 }
 
 #[test]

@@ -862,17 +862,18 @@ pub enum PathError {
     /// A `..` component.
     #[error("the file name contains a '..' component")]
     ParentComponent,
+    /// An absolute path: boot files are named relative to the TFTP root.
+    #[error("the file name is an absolute path; name files relative to the TFTP root")]
+    Absolute,
 }
 
 /// Validates a requested file name into a path relative to the TFTP root.
 ///
-/// The rule: leading `/` characters mean "the TFTP root", as in tftp-hpa with `--secure`
-/// (PXE ROMs ask for `undionly.kpxe`, some configurations for `/pxelinux.0`; both resolve
-/// under the root, so `/etc/passwd` names `<root>/etc/passwd`, never the host's file).
-/// Empty and `.` components are dropped. Any `..` component is refused, even one that would
-/// stay inside the root, so the check needs no knowledge of the file system. Backslashes,
-/// NUL and control characters are refused. Symlinks are the caller's job (canonicalize and
-/// check the result is still under the canonical root).
+/// The rule: names are relative to the TFTP root. Absolute paths are refused (the boot file
+/// names Siderite hands out are plain names such as `undionly.kpxe`, so a leading `/` only
+/// comes from a client probing for host files). Empty and `.` components are dropped. Any `..`
+/// component is refused, even one that would stay inside the root, so the check needs no
+/// knowledge of the file system. Backslashes, NUL and control characters are refused.
 pub fn resolve(requested: &str) -> Result<RelativePath, PathError> {
     if requested.contains('\0') {
         return Err(PathError::Nul);
@@ -882,6 +883,9 @@ pub fn resolve(requested: &str) -> Result<RelativePath, PathError> {
     }
     if requested.contains('\\') {
         return Err(PathError::Backslash);
+    }
+    if requested.starts_with('/') {
+        return Err(PathError::Absolute);
     }
     let mut components = Vec::new();
     for component in requested.split('/') {
@@ -1545,16 +1549,12 @@ mod tests {
     // ---- path resolution ----
 
     #[test]
-    fn plain_and_root_relative_names_resolve_under_the_root() {
+    fn relative_names_resolve_under_the_root_and_absolute_ones_are_refused() {
         let ok = |s: &str| resolve(s).map(|p| p.as_str().to_owned());
         assert_eq!(ok("undionly.kpxe"), Ok("undionly.kpxe".into()));
-        assert_eq!(ok("/pxelinux.0"), Ok("pxelinux.0".into()));
-        assert_eq!(
-            ok("/etc/passwd"),
-            Ok("etc/passwd".into()),
-            "root-relative, not the host's"
-        );
-        assert_eq!(ok("//efi//./ipxe.efi"), Ok("efi/ipxe.efi".into()));
+        assert_eq!(ok("efi//./ipxe.efi"), Ok("efi/ipxe.efi".into()));
+        assert_eq!(resolve("/etc/passwd"), Err(PathError::Absolute));
+        assert_eq!(resolve("//efi/ipxe.efi"), Err(PathError::Absolute));
     }
 
     #[test]
@@ -1562,12 +1562,12 @@ mod tests {
         assert_eq!(resolve("../etc/passwd"), Err(PathError::ParentComponent));
         assert_eq!(resolve("a/../../b"), Err(PathError::ParentComponent));
         assert_eq!(resolve("a/.."), Err(PathError::ParentComponent));
-        assert_eq!(resolve("/.."), Err(PathError::ParentComponent));
+        assert_eq!(resolve("/.."), Err(PathError::Absolute));
         assert_eq!(resolve("a\0b"), Err(PathError::Nul));
         assert_eq!(resolve("..\\etc\\passwd"), Err(PathError::Backslash));
         assert_eq!(resolve("a\nb"), Err(PathError::ControlCharacter));
         assert_eq!(resolve(""), Err(PathError::Empty));
-        assert_eq!(resolve("/"), Err(PathError::Empty));
+        assert_eq!(resolve("/"), Err(PathError::Absolute));
         assert_eq!(resolve("./"), Err(PathError::Empty));
     }
 

@@ -27,7 +27,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncSeekExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -39,9 +39,14 @@ use crate::policy::boot::{
 };
 use crate::proto::ipxe::{self, KernelArg, ScriptError, ScriptUrl};
 
-/// Size of the frames a file is streamed in: large enough for few syscalls, small enough that
-/// hundreds of machines fetching an initramfs at once do not hold much memory.
-pub const CHUNK_SIZE: usize = 64 * 1024;
+/// Size of the frames a file is streamed in: large enough for few syscalls and thread hand-offs
+/// (64 KiB frames cost 0.63x nginx's throughput in `scripts/bench-http`), small enough that
+/// hundreds of machines fetching an initramfs at once hold little memory (at most
+/// `FRAMES_IN_FLIGHT` frames each).
+pub const CHUNK_SIZE: usize = 512 * 1024;
+
+/// Frames read ahead of the socket per response.
+const FRAMES_IN_FLIGHT: usize = 4;
 
 /// Connections served at once; further clients wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 1024;
@@ -642,24 +647,42 @@ async fn serve_file(
 /// [`CHUNK_SIZE`]. A file that shrinks meanwhile ends the body with an error (the client sees
 /// a short response, never padding).
 fn file_body(file: tokio::fs::File, count: u64) -> Body {
-    let frames = futures::stream::try_unfold((file, count), |(mut file, remaining)| async move {
-        if remaining == 0 {
-            return Ok(None);
-        }
-        let want = usize::try_from(remaining).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));
-        let mut buffer = vec![0; want];
-        let read = file.read(&mut buffer).await?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while being served",
-            ));
-        }
-        buffer.truncate(read);
-        let remaining = remaining - read as u64;
-        Ok(Some((Frame::data(Bytes::from(buffer)), (file, remaining))))
+    // One blocking reader per response, handing frames over a small channel: a tokio::fs read
+    // per frame costs two thread hand-offs and a zeroed buffer each (see docs/benchmarks.md).
+    let (frames, received) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(FRAMES_IN_FLIGHT);
+    tokio::spawn(async move {
+        let mut file = file.into_std().await;
+        let reader = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut remaining = count;
+            while remaining > 0 {
+                let want = remaining.min(CHUNK_SIZE as u64);
+                let mut buffer = Vec::with_capacity(want as usize);
+                let frame = match (&mut file).take(want).read_to_end(&mut buffer) {
+                    Ok(0) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while being served",
+                    )),
+                    Ok(read) => {
+                        remaining -= read as u64;
+                        Ok(Bytes::from(buffer))
+                    }
+                    Err(error) => Err(error),
+                };
+                let failed = frame.is_err();
+                // The client went away, or the read failed: stop reading either way.
+                if frames.blocking_send(frame).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let _ = reader.await;
     });
-    StreamBody::new(frames).boxed_unsync()
+    let stream = futures::stream::unfold(received, |mut received| async move {
+        let frame = received.recv().await?;
+        Some((frame.map(Frame::data), received))
+    });
+    StreamBody::new(stream).boxed_unsync()
 }
 
 /// The request path below the served directory, as a relative path of plain segments.
@@ -878,7 +901,7 @@ impl LogLimiter {
 mod tests {
     use std::sync::Mutex;
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::task::JoinHandle;
 
     use super::*;
