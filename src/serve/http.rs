@@ -38,6 +38,7 @@ use crate::policy::boot::{
     BootDecision, BootFromDiskMethod, MachineFacts, NetbootEnvironment, decide_boot,
 };
 use crate::proto::ipxe::{self, KernelArg, ScriptError, ScriptUrl};
+use crate::serve::cache::FileCache;
 
 /// Size of the frames a file is streamed in: large enough for few syscalls and thread hand-offs
 /// (64 KiB frames cost 0.63x nginx's throughput in `scripts/bench-http`), small enough that
@@ -616,6 +617,8 @@ async fn serve_file(
 
     let body = if head || count == 0 {
         empty()
+    } else if let Some(bytes) = cached(&path, len).await {
+        cached_body(bytes, start, count)
     } else {
         if let Err(error) = file.seek(SeekFrom::Start(start)).await {
             debug!(path = %path.display(), %error, "boot http seek failed");
@@ -641,6 +644,53 @@ async fn serve_file(
     }
     validators.insert(response_headers);
     Ok(response)
+}
+
+/// Served files up to this size are kept in the shared cache (kernels and initramfs).
+const CACHE_MAX_FILE_BYTES: u64 = 256 << 20;
+/// Total bytes the boot HTTP server keeps in memory.
+const CACHE_MAX_TOTAL_BYTES: u64 = 768 << 20;
+
+/// One in-memory copy per asset version for every download: with hundreds of machines fetching
+/// the same initramfs, reading it once beats reading it per request (nginx's `sendfile` avoids
+/// that copy; see `docs/benchmarks.md`).
+fn asset_cache() -> &'static FileCache {
+    static CACHE: std::sync::OnceLock<FileCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| FileCache::new(CACHE_MAX_FILE_BYTES, CACHE_MAX_TOTAL_BYTES))
+}
+
+/// The whole file from the shared cache, if it is cacheable and still `len` bytes long.
+async fn cached(path: &Path, len: u64) -> Option<Arc<[u8]>> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).ok()?;
+        let metadata = file.metadata().ok()?;
+        // The headers already promised `len` bytes; a file replaced meanwhile is streamed from
+        // the descriptor opened first instead.
+        if metadata.len() != len {
+            return None;
+        }
+        asset_cache().get_or_load(&path, &metadata, &file)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// `count` bytes from `start` of a cached file, in frames of at most [`CHUNK_SIZE`] that share
+/// the cached copy (no per-request copy).
+fn cached_body(bytes: Arc<[u8]>, start: u64, count: u64) -> Body {
+    let all = Bytes::from_owner(bytes);
+    let (start, end) = (start as usize, (start + count) as usize);
+    let frames: Vec<io::Result<Frame<Bytes>>> = (start..end)
+        .step_by(CHUNK_SIZE)
+        .map(|offset| {
+            Ok(Frame::data(
+                all.slice(offset..(offset + CHUNK_SIZE).min(end)),
+            ))
+        })
+        .collect();
+    StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
 }
 
 /// Streams `count` bytes from the file's current position in frames of at most

@@ -2,6 +2,7 @@
 //! interface, and the boot HTTP server (iPXE scripts, assets, iPXE binaries for UEFI HTTP boot).
 //! This module owns every boot-plane socket; the decisions are in `proto` and `policy`.
 
+pub mod cache;
 pub mod dhcp;
 pub mod http;
 pub mod tftp;

@@ -5,15 +5,14 @@
 //! (`server/read_req.rs`, `recv_ack`) ignores a client's ERROR, so every PXE `tsize` probe
 //! held a transfer slot until its timeouts ran out; here an ERROR frees the slot at once.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -25,6 +24,7 @@ use tracing::Instrument;
 use crate::proto::tftp::{
     self, BlockSource, ErrorCode, Limits, Outcome, Packet, PathError, Request, Transfer,
 };
+use crate::serve::cache::FileCache;
 
 /// Files up to this size are kept in memory and shared by all their transfers (iPXE binaries
 /// are well under 2 MiB); larger ones are read from disk block by block.
@@ -184,7 +184,7 @@ pub async fn run(
         cfg,
         stats,
         listener: socket,
-        cache: FileCache::default(),
+        cache: FileCache::new(CACHE_MAX_FILE_BYTES, CACHE_MAX_TOTAL_BYTES),
         log: LogBudget::new(),
         shutdown,
     });
@@ -526,84 +526,6 @@ fn open_source(root: &Path, relative: &str, cache: &FileCache) -> Result<(Source
     }
 }
 
-/// Small files held in memory, shared by all transfers of the same file version.
-#[derive(Default)]
-struct FileCache {
-    /// Keyed by canonical path; an entry is used only while the file's identity (inode,
-    /// mtime, size) is unchanged, and is replaced when it changes.
-    entries: Mutex<HashMap<PathBuf, CachedFile>>,
-}
-
-struct CachedFile {
-    identity: FileIdentity,
-    bytes: Arc<[u8]>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
-    inode: u64,
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-impl FileIdentity {
-    fn of(metadata: &std::fs::Metadata) -> FileIdentity {
-        FileIdentity {
-            inode: metadata.ino(),
-            modified: metadata.modified().ok(),
-            len: metadata.len(),
-        }
-    }
-}
-
-impl FileCache {
-    /// The file's bytes from the cache, loading them if needed; `None` when the file is too
-    /// large to cache or cannot be read whole (the caller reads from disk instead).
-    fn get_or_load(
-        &self,
-        path: &Path,
-        metadata: &std::fs::Metadata,
-        file: &File,
-    ) -> Option<Arc<[u8]>> {
-        let identity = FileIdentity::of(metadata);
-        if identity.len > CACHE_MAX_FILE_BYTES {
-            return None;
-        }
-        if let Some(cached) = self.lock().get(path)
-            && cached.identity == identity
-        {
-            return Some(Arc::clone(&cached.bytes));
-        }
-        // Read without the lock held; two concurrent first requests may both read, which is
-        // cheaper than making every other request wait.
-        let len = usize::try_from(identity.len).ok()?;
-        let mut bytes = vec![0; len];
-        file.read_exact_at(&mut bytes, 0).ok()?;
-        let bytes: Arc<[u8]> = bytes.into();
-        let mut entries = self.lock();
-        let others: u64 = entries
-            .iter()
-            .filter(|(cached_path, _)| cached_path.as_path() != path)
-            .map(|(_, cached)| cached.identity.len)
-            .sum();
-        if others + identity.len <= CACHE_MAX_TOTAL_BYTES {
-            entries.insert(
-                path.to_owned(),
-                CachedFile {
-                    identity,
-                    bytes: Arc::clone(&bytes),
-                },
-            );
-        }
-        Some(bytes)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, CachedFile>> {
-        // Entries are inserted whole, so a panic elsewhere cannot leave one half-written.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// A per-second budget of log lines for packet-driven events, so a noisy or hostile segment
 /// cannot flood the log.
 struct LogBudget {
@@ -918,28 +840,6 @@ mod tests {
             ErrorCode::ILLEGAL_OPERATION
         );
         server.stop().await;
-    }
-
-    #[test]
-    fn cache_shares_one_copy_until_the_file_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, b"first").unwrap();
-        let cache = FileCache::default();
-        let load = |cache: &FileCache| {
-            let file = File::open(&path).unwrap();
-            let metadata = file.metadata().unwrap();
-            cache
-                .get_or_load(&path, &metadata, &file)
-                .expect("small file is cached")
-        };
-        let a = load(&cache);
-        let b = load(&cache);
-        assert!(Arc::ptr_eq(&a, &b), "second transfer shares the first copy");
-        std::fs::write(&path, b"second version").unwrap();
-        let c = load(&cache);
-        assert_eq!(&*c, b"second version");
-        assert_eq!(cache.lock().len(), 1, "the stale version was replaced");
     }
 
     #[test]
