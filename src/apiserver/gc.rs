@@ -81,11 +81,11 @@ async fn patch_metadata(api: &Api, key: &ObjectKey, stored: &Stored, metadata: V
     let Some(info) = info_for(api, key) else {
         return;
     };
-    let body = json!({"metadata": {"resourceVersion": stored.rv.to_string()}});
-    let mut body = body;
-    if let (Some(b), Some(m)) = (body["metadata"].as_object_mut(), metadata.as_object()) {
-        b.extend(m.clone());
-    }
+    // The version makes the patch a compare-and-swap: a concurrent change wins, and the next
+    // sweep looks again.
+    let mut metadata = metadata;
+    metadata["resourceVersion"] = json!(stored.rv.to_string());
+    let body = json!({ "metadata": metadata });
     let opts = WriteOptions {
         manager: MANAGER.into(),
         ..Default::default()

@@ -13,11 +13,11 @@ use crate::apiserver::resources::{Registry, ResourceInfo};
 /// The media type kubectl asks `/openapi/v2` for.
 pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
 
-fn gv_path(info: &ResourceInfo) -> String {
-    if info.group.is_empty() {
-        format!("api/{}", info.version)
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
     } else {
-        format!("apis/{}/{}", info.group, info.version)
+        format!("apis/{group}/{version}")
     }
 }
 
@@ -53,8 +53,7 @@ pub fn v3_root(registry: &Registry) -> Value {
     gvs.dedup();
     for (group, version) in gvs {
         if let Some(doc) = v3_group_version(registry, &group, &version) {
-            let probe = ResourceInfo::probe(&group, &version);
-            let path = gv_path(&probe);
+            let path = gv_path(&group, &version);
             paths.insert(
                 path.clone(),
                 json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", hash(&doc))}),
@@ -113,11 +112,11 @@ pub fn v3_group_version(registry: &Registry, group: &str, version: &str) -> Opti
         let prefix = if info.namespaced {
             format!(
                 "/{}/namespaces/{{namespace}}/{}",
-                gv_path(info),
+                gv_path(&info.group, &info.version),
                 info.plural
             )
         } else {
-            format!("/{}/{}", gv_path(info), info.plural)
+            format!("/{}/{}", gv_path(&info.group, &info.version), info.plural)
         };
         let mut common = vec![
             json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}),

@@ -52,13 +52,6 @@ impl ResourceInfo {
         }
     }
 
-    /// A placeholder naming only a group/version (for building paths).
-    pub fn probe(group: &str, version: &str) -> ResourceInfo {
-        let mut i = builtin([group, version, "", ""], false, &[], "", Builtin::ConfigMap);
-        i.builtin = None;
-        i
-    }
-
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }

@@ -61,22 +61,25 @@ pub enum ServeError {
     },
 }
 
-fn interface_ipv4(interface: &str) -> Result<Option<Ipv4Addr>, ServeError> {
-    let all = if_addrs::get_if_addrs().map_err(ServeError::Interfaces)?;
-    Ok(all.into_iter().find_map(|i| match i.ip() {
+/// The first IPv4 address of `interface` among the host's addresses.
+fn interface_ipv4(all: &[if_addrs::Interface], interface: &str) -> Option<Ipv4Addr> {
+    all.iter().find_map(|i| match i.ip() {
         IpAddr::V4(v4) if i.name == interface => Some(v4),
         _ => None,
-    }))
+    })
 }
 
 /// Resolves the advertised address: explicit, else the first interface's IPv4, else the HTTP
 /// listen address when it is a specific one.
-fn advertise_ip(config: &BootPlaneConfig) -> Result<Ipv4Addr, ServeError> {
+fn advertise_ip(
+    config: &BootPlaneConfig,
+    all: &[if_addrs::Interface],
+) -> Result<Ipv4Addr, ServeError> {
     if let Some(ip) = config.advertise_ip {
         return Ok(ip);
     }
     if let Some(first) = config.interfaces.first() {
-        return interface_ipv4(first)?.ok_or_else(|| ServeError::NoAddress {
+        return interface_ipv4(all, first).ok_or_else(|| ServeError::NoAddress {
             interface: first.clone(),
         });
     }
@@ -87,7 +90,6 @@ fn advertise_ip(config: &BootPlaneConfig) -> Result<Ipv4Addr, ServeError> {
     }
     // No provisioning interface: scripts are only fetched by hand, so any address of this host
     // that others can reach will do; say which one was picked.
-    let all = if_addrs::get_if_addrs().map_err(ServeError::Interfaces)?;
     let picked = all
         .iter()
         .find_map(|i| match i.ip() {
@@ -102,7 +104,8 @@ fn advertise_ip(config: &BootPlaneConfig) -> Result<Ipv4Addr, ServeError> {
 /// Binds every boot-plane socket and starts serving; returns once all are bound, so that bind
 /// errors reach the operator before the appliance reports itself ready.
 pub async fn start(config: BootPlaneConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let ip = advertise_ip(&config)?;
+    let addresses = if_addrs::get_if_addrs().map_err(ServeError::Interfaces)?;
+    let ip = advertise_ip(&config, &addresses)?;
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| ServeError::Http {
@@ -156,7 +159,7 @@ pub async fn start(config: BootPlaneConfig, shutdown: CancellationToken) -> Resu
                     source,
                 })
         };
-        let interface_ip = interface_ipv4(interface)?.unwrap_or(ip);
+        let interface_ip = interface_ipv4(&addresses, interface).unwrap_or(ip);
         let proxy = Arc::new(crate::proto::dhcp::ProxyConfig {
             server_ip: interface_ip,
             http_base: format!("http://{interface_ip}:{http_port}"),

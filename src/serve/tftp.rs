@@ -85,14 +85,6 @@ pub enum TftpError {
         /// What is wrong with it.
         source: PathError,
     },
-    /// The configured root cannot be resolved.
-    #[error("TFTP root {root} is not usable: {source}; create it or fix the configured root")]
-    Root {
-        /// The configured root.
-        root: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
     /// Nothing at the requested path.
     #[error("{path} not found")]
     NotFound {
@@ -494,27 +486,19 @@ impl BlockSource for Source {
 /// own `/usr/lib/ipxe/ipxe.efi` is a link to `/boot/ipxe.efi`). Blocking: run on a blocking
 /// thread.
 fn open_source(root: &Path, relative: &str, cache: &FileCache) -> Result<(Source, u64), TftpError> {
-    let root = root.canonicalize().map_err(|source| TftpError::Root {
-        root: root.to_owned(),
-        source,
-    })?;
-    let joined = root.join(relative);
-    let path = joined
-        .canonicalize()
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => TftpError::NotFound {
-                path: joined.clone(),
-            },
-            _ => TftpError::Open {
-                path: joined.clone(),
-                source,
-            },
-        })?;
+    // `relative` was checked lexically (`resolve`); symlinks are followed (decision 19), so the
+    // joined path is opened as it is, without resolving it first.
+    let path = root.join(relative);
     let open_error = |source| TftpError::Open {
         path: path.clone(),
         source,
     };
-    let file = File::open(&path).map_err(open_error)?;
+    let file = File::open(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+            TftpError::NotFound { path: path.clone() }
+        }
+        _ => open_error(source),
+    })?;
     let metadata = file.metadata().map_err(open_error)?;
     if !metadata.is_file() {
         return Err(TftpError::NotRegularFile { path });
