@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use siderite::api::agent::WipeMode;
 use tokio_util::sync::CancellationToken;
 
 // The API server allocates many short-lived JSON trees per request; glibc's malloc spent a
@@ -72,18 +73,56 @@ struct ServeArgs {
     /// Directory served at /assets/ (kernels, initramfs); default <state-dir>/assets.
     #[arg(long)]
     assets_dir: Option<PathBuf>,
-    /// Discovery kernel, relative to the assets directory.
-    #[arg(long, default_value = "discovery/vmlinuz")]
-    discovery_kernel: String,
-    /// Discovery initramfs, relative to the assets directory.
-    #[arg(long, default_value = "discovery/initramfs.gz")]
-    discovery_initrd: String,
+    /// Directory of the discovery image (vmlinuz, initramfs.zst) built by
+    /// `discovery-image/build`; default: target/discovery-image next to this binary, then
+    /// /usr/share/siderite/discovery-image.
+    #[arg(long)]
+    discovery_dir: Option<PathBuf>,
+    /// Discovery kernel instead of the image's: a path under the assets directory or a URL.
+    #[arg(long, requires = "discovery_initrd")]
+    discovery_kernel: Option<String>,
+    /// Discovery initramfs instead of the image's: a path under the assets directory or a URL.
+    #[arg(long, requires = "discovery_kernel")]
+    discovery_initrd: Option<String>,
     /// Kernel command line of the discovery environment.
     #[arg(long, default_value = "console=tty0 console=ttyS0,115200")]
     discovery_args: String,
     /// Concurrent TFTP transfers per interface before new ones are told to retry.
     #[arg(long, default_value_t = 64)]
     tftp_max_transfers: usize,
+    /// Accept newly discovered servers at once (they are wiped and pooled without an operator).
+    #[arg(long)]
+    auto_accept_servers: bool,
+    /// How agents wipe servers whose spec names no wipeMode: fast or zeroes.
+    #[arg(long, default_value = "fast", value_parser = parse_wipe_mode)]
+    wipe_mode: WipeMode,
+}
+
+fn parse_wipe_mode(text: &str) -> Result<WipeMode, String> {
+    match text {
+        "fast" => Ok(WipeMode::Fast),
+        "zeroes" => Ok(WipeMode::Zeroes),
+        _ => Err(format!("{text:?} is not a wipe mode: use fast or zeroes")),
+    }
+}
+
+/// File names of the discovery image in its directory.
+const DISCOVERY_KERNEL: &str = "vmlinuz";
+const DISCOVERY_INITRD: &str = "initramfs.zst";
+
+/// The discovery image directory: the flag, else the build output next to this binary
+/// (`target/<profile>/siderite` → `target/discovery-image`), else the packaged location.
+fn discovery_dir(flag: Option<&PathBuf>) -> Option<PathBuf> {
+    if let Some(dir) = flag {
+        return Some(dir.clone());
+    }
+    let beside_binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("discovery-image")));
+    beside_binary
+        .into_iter()
+        .chain([PathBuf::from("/usr/share/siderite/discovery-image")])
+        .find(|dir| dir.join(DISCOVERY_KERNEL).is_file() && dir.join(DISCOVERY_INITRD).is_file())
 }
 
 #[derive(Subcommand)]
@@ -107,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only help a terminal; in log files they break grep.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -127,21 +168,61 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    if let Some(path) = &args.kubeconfig {
-        return serve_against_cluster(path, shutdown).await;
-    }
-    let running = siderite::apiserver::start(
-        siderite::apiserver::Config {
-            state_dir: args.state_dir.clone(),
-            listen: args.api_listen,
-            extra_names: args.api_sans.clone(),
-            history: args.watch_history,
-        },
-        crd_values()?,
-        shutdown.clone(),
-    )
-    .await?;
-    let boot = siderite::serve::BootPlaneConfig {
+    let boot = boot_plane_config(&args)?;
+    let (client, banner) = match &args.kubeconfig {
+        Some(path) => (
+            cluster_client(path).await?,
+            format!("siderite: using the cluster of {}", path.display()),
+        ),
+        None => {
+            let running = siderite::apiserver::start(
+                siderite::apiserver::Config {
+                    state_dir: args.state_dir.clone(),
+                    listen: args.api_listen,
+                    extra_names: args.api_sans.clone(),
+                    history: args.watch_history,
+                },
+                crd_values()?,
+                shutdown.clone(),
+            )
+            .await?;
+            let client = client_from(&running.kubeconfig).await?;
+            (
+                client,
+                format!(
+                    "siderite: API server at https://{} — run: KUBECONFIG={} kubectl get servers",
+                    running.addr,
+                    running.kubeconfig.display()
+                ),
+            )
+        }
+    };
+    siderite::controllers::start(client.clone(), shutdown.clone());
+    siderite::serve::start(boot, client, shutdown.clone()).await?;
+    eprintln!("{banner}");
+    wait_for_signal().await;
+    shutdown.cancel();
+    Ok(())
+}
+
+fn boot_plane_config(args: &ServeArgs) -> anyhow::Result<siderite::serve::BootPlaneConfig> {
+    let discovery_dir = discovery_dir(args.discovery_dir.as_ref());
+    let (kernel, initrd) = match (&args.discovery_kernel, &args.discovery_initrd) {
+        (Some(kernel), Some(initrd)) => (kernel.clone(), initrd.clone()),
+        _ => {
+            match &discovery_dir {
+                Some(dir) => tracing::info!(dir = %dir.display(), "discovery image found"),
+                None => tracing::warn!(
+                    "no discovery image found: unknown machines cannot register until it is built (discovery-image/build) or --discovery-dir names it"
+                ),
+            }
+            (
+                format!("/discovery/{DISCOVERY_KERNEL}"),
+                format!("/discovery/{DISCOVERY_INITRD}"),
+            )
+        }
+    };
+    Ok(siderite::serve::BootPlaneConfig {
         interfaces: args.interfaces.clone(),
         http_listen: args.http_listen,
         advertise_ip: args.advertise_ip,
@@ -151,8 +232,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| args.state_dir.join("assets")),
         discovery: siderite::serve::http::DiscoveryEnvironment {
-            kernel: args.discovery_kernel.clone(),
-            initrd: args.discovery_initrd.clone(),
+            kernel,
+            initrd,
             args: args
                 .discovery_args
                 .split_whitespace()
@@ -165,31 +246,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         tftp_max_transfers: args.tftp_max_transfers,
         disk_method: siderite::policy::boot::BootFromDiskMethod::IpxeExit,
-    };
-    siderite::serve::start(boot, shutdown.clone()).await?;
-    eprintln!(
-        "siderite: API server at https://{} — run: KUBECONFIG={} kubectl get servers",
-        running.addr,
-        running.kubeconfig.display()
-    );
-    wait_for_signal().await;
-    shutdown.cancel();
-    Ok(())
+        discovery_dir,
+        agent: siderite::serve::agent_api::AgentApiConfig {
+            auto_accept: args.auto_accept_servers,
+            wipe_mode: args.wipe_mode,
+        },
+    })
 }
 
-/// Real-cluster mode: install the CRDs with server-side apply and keep running.
-async fn serve_against_cluster(path: &PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{Api, Patch, PatchParams};
+/// A client for the embedded API server, from the kubeconfig it wrote.
+async fn client_from(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
     let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(path)
-            .with_context(|| format!("reading kubeconfig {}", path.display()))?,
+        kube::config::Kubeconfig::read_from(kubeconfig)
+            .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?,
         &kube::config::KubeConfigOptions::default(),
     )
     .await
-    .with_context(|| format!("using kubeconfig {}", path.display()))?;
-    let client = kube::Client::try_from(config)?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    .with_context(|| format!("using kubeconfig {}", kubeconfig.display()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Real-cluster mode: a client for the cluster, with the CRDs installed by server-side apply.
+async fn cluster_client(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
+    let client = client_from(path).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in siderite::api::all_crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         crds.patch(
@@ -203,9 +285,7 @@ async fn serve_against_cluster(path: &PathBuf, shutdown: CancellationToken) -> a
         })?;
         tracing::info!(%name, "CRD installed");
     }
-    wait_for_signal().await;
-    shutdown.cancel();
-    Ok(())
+    Ok(client)
 }
 
 async fn wait_for_signal() {

@@ -35,6 +35,22 @@ async fn seeded() -> Appliance {
         )
         .await;
     assert_eq!(code, 201, "{created}");
+    // The seed is accepted, so the Server controller writes its Accepted condition once; wait
+    // for that write so that it cannot race the writes a test makes.
+    let path = format!("{SERVERS}/{SEED}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, current) = a.raw("GET", &path, None, Vec::new()).await;
+        let conditions = current["status"]["conditions"].as_array().cloned();
+        if conditions.is_some_and(|c| c.iter().any(|c| c["type"] == "Accepted")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Accepted condition: {current}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     a
 }
 

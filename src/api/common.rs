@@ -27,6 +27,59 @@ pub struct Condition {
     pub message: Option<String>,
 }
 
+impl Condition {
+    /// A condition of `type_` that changed at `now`; `True` conditions carry no severity, `False`
+    /// ones are `Warning` unless the caller says otherwise.
+    pub fn new(
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+        now: Time,
+    ) -> Self {
+        let message: String = message.into();
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            severity: (status == ConditionStatus::False).then_some(ConditionSeverity::Warning),
+            last_transition_time: now,
+            reason: Some(reason.to_owned()),
+            message: (!message.is_empty()).then_some(message),
+        }
+    }
+
+    /// The same condition with another severity.
+    pub fn with_severity(mut self, severity: Option<ConditionSeverity>) -> Self {
+        self.severity = severity;
+        self
+    }
+}
+
+/// Puts `new` in place of the condition of its type. The transition time moves only when the
+/// status changes, as Kubernetes defines it. Returns whether anything changed, so callers write
+/// status only when it did.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) -> bool {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(old) => {
+            if old.status == new.status {
+                new.last_transition_time = old.last_transition_time.clone();
+            }
+            let changed = *old != new;
+            *old = new;
+            changed
+        }
+        None => {
+            conditions.push(new);
+            true
+        }
+    }
+}
+
+/// The condition of `type_`, if present.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
 /// Status of a condition, as Kubernetes spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ConditionStatus {
@@ -93,4 +146,51 @@ pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// `skip_serializing_if` helper for Go's `bool` + `omitempty`.
 pub(crate) fn is_false(value: &bool) -> bool {
     !*value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(seconds).expect("valid timestamp"))
+    }
+
+    #[test]
+    fn same_status_keeps_the_transition_time_but_takes_the_new_message() {
+        let mut conditions = vec![Condition::new(
+            "Wiping",
+            ConditionStatus::True,
+            "InProgress",
+            "vda 10%",
+            at(100),
+        )];
+        let changed = set_condition(
+            &mut conditions,
+            Condition::new(
+                "Wiping",
+                ConditionStatus::True,
+                "InProgress",
+                "vda 50%",
+                at(200),
+            ),
+        );
+        assert!(changed);
+        assert_eq!(conditions[0].last_transition_time, at(100));
+        assert_eq!(conditions[0].message.as_deref(), Some("vda 50%"));
+    }
+
+    #[test]
+    fn status_change_moves_the_transition_time_and_identical_is_no_change() {
+        let mut conditions = Vec::new();
+        let clean = |t| Condition::new("Clean", ConditionStatus::False, "Dirty", "", at(t));
+        assert!(set_condition(&mut conditions, clean(1)));
+        assert!(!set_condition(&mut conditions, clean(2)));
+        assert_eq!(conditions[0].severity, Some(ConditionSeverity::Warning));
+        let now_clean = Condition::new("Clean", ConditionStatus::True, "Wiped", "", at(3));
+        assert!(set_condition(&mut conditions, now_clean));
+        assert_eq!(conditions[0].last_transition_time, at(3));
+        assert_eq!(conditions[0].severity, None);
+        assert_eq!(conditions.len(), 1);
+    }
 }

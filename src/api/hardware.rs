@@ -26,6 +26,99 @@ pub struct HardwareInformation {
     /// Network interfaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkInformation>,
+    // Siderite additions (Sidero has no such fields; they sit beside its own).
+    /// BIOS information (SMBIOS type 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bios: Option<BiosInformation>,
+    /// Baseboard information (SMBIOS type 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseboard: Option<BaseboardInformation>,
+    /// Chassis information (SMBIOS type 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chassis: Option<ChassisInformation>,
+    /// PCI devices, so that GPUs and other accelerators are visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<PciInformation>,
+}
+
+/// SMBIOS BIOS information (type 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BiosInformation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Release date as the firmware writes it, usually `MM/DD/YYYY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_date: Option<String>,
+}
+
+/// SMBIOS baseboard information (type 2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseboardInformation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_tag: Option<String>,
+}
+
+/// SMBIOS chassis information (type 3).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChassisInformation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// Chassis type as SMBIOS names it, e.g. `Rack Mount Chassis`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku_number: Option<String>,
+}
+
+/// PCI devices present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PciInformation {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<PciDevice>,
+}
+
+/// One PCI function.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PciDevice {
+    /// Bus address, e.g. `0000:00:03.0`.
+    pub address: String,
+    /// Vendor ID as four lowercase hex digits, e.g. `10de` (NVIDIA).
+    pub vendor_id: String,
+    /// Device ID as four lowercase hex digits.
+    pub device_id: String,
+    /// Class code as six lowercase hex digits (class, subclass, programming interface).
+    pub class: String,
+    /// Class name for the class code, e.g. `Display controller`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subsystem_vendor_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subsystem_device_id: Option<String>,
+    /// Kernel driver bound to the device, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
 }
 
 /// SMBIOS system information (type 1).
@@ -61,6 +154,12 @@ pub struct ComputeInformation {
     pub processor_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub processors: Vec<Processor>,
+    /// Siderite addition: CPU architecture as the kernel names it, e.g. `x86_64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// Siderite addition: CPU feature flags from `/proc/cpuinfo`, e.g. `avx2`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 /// One processor socket.
@@ -94,6 +193,10 @@ pub struct MemoryInformation {
     pub module_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<MemoryModule>,
+    /// Siderite addition: total installed memory in bytes (SMBIOS modules, else the kernel's
+    /// view of RAM when the firmware lists no modules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_size_bytes: Option<u64>,
 }
 
 /// One memory module.
@@ -115,6 +218,9 @@ pub struct MemoryModule {
     /// Speed in MT/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<u32>,
+    /// Siderite addition: slot label, e.g. `DIMM 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locator: Option<String>,
 }
 
 /// Storage totals and the list of block devices.
@@ -128,6 +234,9 @@ pub struct StorageInformation {
     pub device_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<StorageDevice>,
+    /// Siderite addition: total capacity in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_size_bytes: Option<u64>,
 }
 
 /// One block device. Sidero names the model `productName` and the serial `serialNumber` on the
@@ -135,7 +244,7 @@ pub struct StorageInformation {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageDevice {
-    /// Device type, e.g. `HDD`, `SSD`, `NVMe`.
+    /// Device type: `NVME`, `SSD`, `HDD` (Sidero's values) or `VIRTIO` (a virtual disk).
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
     /// Size in bytes.
@@ -163,9 +272,18 @@ pub struct StorageDevice {
     pub device_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
-    /// World Wide Identifier.
+    /// World Wide Identifier (the WWN of SCSI/SATA disks, the EUI/NGUID of NVMe namespaces).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wwid: Option<String>,
+    /// Siderite addition: spinning disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotational: Option<bool>,
+    /// Siderite addition: removable media (USB sticks, card readers); never wiped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removable: Option<bool>,
+    /// Siderite addition: read-only device; never wiped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
 }
 
 /// Network interface count and the list of interfaces.
@@ -199,4 +317,16 @@ pub struct NetworkInterface {
     /// Addresses in CIDR form, e.g. `192.168.1.10/24`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    /// Siderite addition: kernel driver, e.g. `virtio_net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Siderite addition: link speed in Mbit/s when the link is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_mbps: Option<u32>,
+    /// Siderite addition: the NIC sees a carrier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<bool>,
+    /// Siderite addition: PCI address of the NIC, e.g. `0000:00:03.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_address: Option<String>,
 }

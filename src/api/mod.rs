@@ -8,6 +8,7 @@
 //! fails when the two drift apart. Field names are Sidero's, so existing Sidero YAML applies
 //! unchanged; see `docs/api.md` for which fields are Siderite additions.
 
+pub mod agent;
 mod capi;
 mod common;
 mod environment;
@@ -26,13 +27,15 @@ pub use self::capi::{
 };
 pub use self::common::{
     BootFromDiskMethod, Condition, ConditionSeverity, ConditionStatus, ConfigPatch, PatchOp,
+    find_condition, set_condition,
 };
 pub use self::environment::{
     AssetCondition, Environment, EnvironmentSpec, EnvironmentStatus, Initrd, Kernel,
 };
 pub use self::hardware::{
-    ComputeInformation, HardwareInformation, MemoryInformation, MemoryModule, NetworkInformation,
-    NetworkInterface, Processor, StorageDevice, StorageInformation, SystemInformation,
+    BaseboardInformation, BiosInformation, ChassisInformation, ComputeInformation,
+    HardwareInformation, MemoryInformation, MemoryModule, NetworkInformation, NetworkInterface,
+    PciDevice, PciInformation, Processor, StorageDevice, StorageInformation, SystemInformation,
 };
 pub use self::server::{
     Bmc, CredentialSource, ManagementApi, PxeMode, SecretKeyRef, Server, ServerSpec, ServerStatus,

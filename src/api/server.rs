@@ -107,6 +107,10 @@ pub struct ServerSpec {
     /// Boot mode to request from the BMC for a one-time PXE boot; unset means the appliance default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pxe_mode: Option<PxeMode>,
+    /// Siderite addition: how the discovery agent wipes this server's disks; unset means the
+    /// appliance default (`--wipe-mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wipe_mode: Option<super::agent::WipeMode>,
 }
 
 /// How to reach a server's BMC over IPMI.

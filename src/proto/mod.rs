@@ -2,5 +2,6 @@
 //! dhcproto messages, the sans-IO TFTP state machine, and iPXE script rendering.
 
 pub mod dhcp;
+pub mod dhcp_client;
 pub mod ipxe;
 pub mod tftp;

@@ -38,7 +38,11 @@ use crate::policy::boot::{
     BootDecision, BootFromDiskMethod, MachineFacts, NetbootEnvironment, decide_boot,
 };
 use crate::proto::ipxe::{self, KernelArg, ScriptError, ScriptUrl};
+use crate::serve::agent_api::AgentApi;
 use crate::serve::cache::FileCache;
+
+/// Requests under this prefix go to the agent API.
+const AGENT_PREFIX_SLASH: &str = "/agent/v1/";
 
 /// Size of the frames a file is streamed in: large enough for few syscalls and thread hand-offs
 /// (64 KiB frames cost 0.63x nginx's throughput in `scripts/bench-http`), small enough that
@@ -83,6 +87,8 @@ pub struct BootHttpConfig {
     pub assets_dir: PathBuf,
     /// Served at `/tftp/`: iPXE binaries, for UEFI HTTP boot clients.
     pub tftp_dir: PathBuf,
+    /// Served at `/discovery/`: the discovery image (`discovery-image/build`), if found.
+    pub discovery_dir: Option<PathBuf>,
     /// What unknown and pooled machines boot.
     pub discovery: DiscoveryEnvironment,
     /// How servers that name no method boot from disk.
@@ -92,11 +98,13 @@ pub struct BootHttpConfig {
 /// The discovery environment (the Siderite agent) served to machines in discovery.
 #[derive(Clone, Debug)]
 pub struct DiscoveryEnvironment {
-    /// Kernel: a path under the assets directory, or an absolute `http(s)://` URL.
+    /// Kernel: a path under the assets directory, `/discovery/<file>` for the discovery image
+    /// directory, or an absolute `http(s)://` URL.
     pub kernel: String,
     /// Initramfs, in the same form as `kernel`.
     pub initrd: String,
-    /// Kernel arguments; `siderite.uuid=` and `siderite.mac=` are appended per machine.
+    /// Kernel arguments; `siderite.url=` (the appliance, for the agent API), `siderite.uuid=`
+    /// and `siderite.mac=` are appended per machine.
     pub args: Vec<KernelArg>,
 }
 
@@ -165,6 +173,17 @@ pub async fn run(
     lookup: Arc<dyn MachineLookup>,
     shutdown: CancellationToken,
 ) {
+    run_with_agent_api(listener, cfg, lookup, None, shutdown).await;
+}
+
+/// [`run`], also answering the discovery agents' API under `/agent/v1/` when `agent` is given.
+pub async fn run_with_agent_api(
+    listener: TcpListener,
+    cfg: Arc<BootHttpConfig>,
+    lookup: Arc<dyn MachineLookup>,
+    agent: Option<Arc<AgentApi>>,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
     let mut accept_warnings = LogLimiter::new(Duration::from_secs(10));
@@ -182,10 +201,10 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let (cfg, lookup, shutdown) =
-                        (Arc::clone(&cfg), Arc::clone(&lookup), shutdown.clone());
+                    let (cfg, lookup, agent, shutdown) =
+                        (Arc::clone(&cfg), Arc::clone(&lookup), agent.clone(), shutdown.clone());
                     connections.spawn(async move {
-                        serve_connection(stream, peer, cfg, lookup, shutdown).await;
+                        serve_connection(stream, peer, cfg, lookup, agent, shutdown).await;
                         drop(permit);
                     });
                 }
@@ -220,12 +239,13 @@ async fn serve_connection(
     peer: SocketAddr,
     cfg: Arc<BootHttpConfig>,
     lookup: Arc<dyn MachineLookup>,
+    agent: Option<Arc<AgentApi>>,
     shutdown: CancellationToken,
 ) {
     // Scripts are tiny: send them without waiting for Nagle.
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-        let (cfg, lookup) = (Arc::clone(&cfg), Arc::clone(&lookup));
+        let (cfg, lookup, agent) = (Arc::clone(&cfg), Arc::clone(&lookup), agent.clone());
         let span = debug_span!(
             "boot_http",
             %peer,
@@ -233,7 +253,12 @@ async fn serve_connection(
             path = %request.uri().path(),
         );
         async move {
-            let response = respond(&request, &cfg, lookup.as_ref()).await;
+            let response = match agent {
+                Some(agent) if request.uri().path().starts_with(AGENT_PREFIX_SLASH) => {
+                    agent.handle(request).await
+                }
+                _ => respond(&request, &cfg, lookup.as_ref()).await,
+            };
             debug!(status = response.status().as_u16(), "boot http request");
             Ok::<_, Infallible>(response)
         }
@@ -267,7 +292,8 @@ async fn respond<B>(
     let known = path == "/boot.ipxe"
         || path == "/ipxe"
         || path.starts_with("/assets/")
-        || path.starts_with("/tftp/");
+        || path.starts_with("/tftp/")
+        || path.starts_with("/discovery/");
     if !known {
         return text(StatusCode::NOT_FOUND, "not found\n", head);
     }
@@ -291,6 +317,10 @@ async fn respond<B>(
         serve_file(&cfg.assets_dir, rest, request.headers(), head).await
     } else if let Some(rest) = path.strip_prefix("/tftp/") {
         serve_file(&cfg.tftp_dir, rest, request.headers(), head).await
+    } else if let (Some(rest), Some(dir)) =
+        (path.strip_prefix("/discovery/"), cfg.discovery_dir.as_ref())
+    {
+        serve_file(dir, rest, request.headers(), head).await
     } else {
         Ok(text(StatusCode::NOT_FOUND, "not found\n", head))
     };
@@ -476,7 +506,10 @@ fn discovery_script(cfg: &BootHttpConfig, query: &BootQuery) -> Result<String, B
     let initrd = asset_url(&cfg.base_url, &discovery.initrd).map_err(in_discovery)?;
     let mut args = discovery.args.clone();
     // The UUID and MAC were normalised to hex, dashes and colons, which are always valid.
-    let mut extra = vec![format!("siderite.mac={}", query.mac)];
+    let mut extra = vec![
+        format!("siderite.url={}", cfg.base_url.as_str()),
+        format!("siderite.mac={}", query.mac),
+    ];
     if !query.uuid.is_empty() {
         extra.insert(0, format!("siderite.uuid={}", query.uuid));
     }
@@ -507,9 +540,12 @@ fn environment_script(
 
 /// An absolute `http(s)://` URL stays as it is (encoded); anything else names a file under the
 /// assets directory. Any other scheme (`ftp://`, `tftp://`) is an error, not an asset name.
+/// A path starting with `/discovery/` names a file of the discovery image.
 fn asset_url(base: &ScriptUrl, asset: &str) -> Result<ScriptUrl, ScriptError> {
     if asset.contains("://") {
         ScriptUrl::parse(asset)
+    } else if let Some(rest) = asset.strip_prefix("/discovery/") {
+        Ok(base.join_path(&format!("discovery/{rest}")))
     } else {
         Ok(base.join_path(&format!("assets/{}", asset.trim_start_matches('/'))))
     }
@@ -1066,6 +1102,7 @@ mod tests {
             base_url: ScriptUrl::base(base).expect("valid base"),
             assets_dir: dir.join("assets"),
             tftp_dir: dir.join("tftp"),
+            discovery_dir: None,
             discovery: DiscoveryEnvironment {
                 kernel: "vmlinuz".to_owned(),
                 initrd: "agent/initramfs.xz".to_owned(),
@@ -1159,7 +1196,7 @@ mod tests {
             reply.text(),
             format!(
                 "#!ipxe\n\
-                 kernel {base}/assets/vmlinuz initrd=initrd console=ttyS0 siderite.uuid={UUID} siderite.mac={MAC}\n\
+                 kernel {base}/assets/vmlinuz initrd=initrd console=ttyS0 siderite.uuid={UUID} siderite.url={base} siderite.mac={MAC}\n\
                  initrd --name initrd {base}/assets/agent/initramfs.xz\n\
                  boot\n"
             )

@@ -2,9 +2,11 @@
 //! interface, and the boot HTTP server (iPXE scripts, assets, iPXE binaries for UEFI HTTP boot).
 //! This module owns every boot-plane socket; the decisions are in `proto` and `policy`.
 
+pub mod agent_api;
 pub mod cache;
 pub mod dhcp;
 pub mod http;
+pub mod servers;
 pub mod tftp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,6 +35,9 @@ pub struct BootPlaneConfig {
     pub discovery: http::DiscoveryEnvironment,
     pub tftp_max_transfers: usize,
     pub disk_method: BootFromDiskMethod,
+    /// Directory of the built discovery image, served at `/discovery/`.
+    pub discovery_dir: Option<PathBuf>,
+    pub agent: agent_api::AgentApiConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +108,14 @@ fn advertise_ip(
 
 /// Binds every boot-plane socket and starts serving; returns once all are bound, so that bind
 /// errors reach the operator before the appliance reports itself ready.
-pub async fn start(config: BootPlaneConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+///
+/// `client` reaches the Kubernetes API (embedded or real) for Servers: the boot decision reads
+/// them and the agent API writes them.
+pub async fn start(
+    config: BootPlaneConfig,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let addresses = if_addrs::get_if_addrs().map_err(ServeError::Interfaces)?;
     let ip = advertise_ip(&config, &addresses)?;
     let listener = tokio::net::TcpListener::bind(config.http_listen)
@@ -130,13 +142,17 @@ pub async fn start(config: BootPlaneConfig, shutdown: CancellationToken) -> Resu
         })?,
         assets_dir: config.assets_dir.clone(),
         tftp_dir: config.tftp_dir.clone(),
+        discovery_dir: config.discovery_dir.clone(),
         discovery: config.discovery.clone(),
         disk_method: config.disk_method,
     });
-    tokio::spawn(http::run(
+    let index = servers::ServerIndex::start(client.clone(), shutdown.clone());
+    let agent = agent_api::AgentApi::new(client, index.clone(), config.agent.clone());
+    tokio::spawn(http::run_with_agent_api(
         listener,
         http_config,
-        Arc::new(http::UnknownMachines),
+        Arc::new(index),
+        Some(Arc::new(agent)),
         shutdown.clone(),
     ));
     tracing::info!(port = http_port, %base_url, "boot HTTP server listening");

@@ -15,11 +15,17 @@ pub struct Appliance {
     pub state: PathBuf,
     pub kubeconfig: PathBuf,
     log: PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl Appliance {
     /// Starts an appliance on a fresh state directory.
     pub fn start() -> Appliance {
+        Self::start_with(&[])
+    }
+
+    /// Starts an appliance with extra `serve` flags.
+    pub fn start_with(extra_args: &[&str]) -> Appliance {
         let dir = tempfile::tempdir().expect("temporary directory");
         let state = dir.path().join("state");
         let mut a = Appliance {
@@ -28,6 +34,7 @@ impl Appliance {
             log: dir.path().join("siderite.log"),
             state,
             dir,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         a.spawn();
         a
@@ -51,6 +58,7 @@ impl Appliance {
                 "--state-dir",
             ])
             .arg(&self.state)
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -179,6 +187,19 @@ impl Appliance {
             String::from_utf8_lossy(&bytes).into_owned(),
         ));
         (code, value)
+    }
+
+    /// The boot HTTP server's base URL (`http://127.0.0.1:<port>`), read from the log.
+    pub fn boot_url(&self) -> String {
+        eventually(30, "the boot HTTP server's address in the log", || {
+            let log = self.log_text();
+            let at = log.find("base_url=http://")? + "base_url=".len();
+            let url: String = log[at..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            Some(url)
+        })
     }
 
     pub fn state_dir(&self) -> &Path {

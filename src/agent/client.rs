@@ -1,0 +1,252 @@
+//! HTTP/JSON client of the agent API, used by the discovery agent and by `siderite bench
+//! agents`. One connection per request: agents talk rarely, and a fresh connection survives an
+//! appliance restart without any reconnection logic. The appliance is addressed by IP (the
+//! agent has no DNS), from `siderite.url=` on the kernel command line.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::agent::{AgentError, Directive, PREFIX, Registered, Registration};
+
+/// Time allowed to connect and send a request; long polls add their wait on top.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Largest response read (directives and registrations are tiny).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "the appliance URL {url:?} is not http://<IPv4 or [IPv6]>:<port> (the agent has no DNS; check siderite.url= on the kernel command line)"
+    )]
+    Url { url: String },
+    #[error("cannot connect to the appliance at {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{method} {path} to {addr} failed: {source}")]
+    Http {
+        method: Method,
+        path: String,
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("{method} {path} to {addr} got no answer within {seconds} s")]
+    Timeout {
+        method: Method,
+        path: String,
+        addr: SocketAddr,
+        seconds: u64,
+    },
+    #[error("the appliance refused {method} {path} with {status}: {message}")]
+    Refused {
+        method: Method,
+        path: String,
+        status: StatusCode,
+        message: String,
+    },
+    #[error("the appliance's answer to {path} is not what this agent understands: {detail}")]
+    Decode { path: String, detail: String },
+}
+
+impl ClientError {
+    /// The appliance's HTTP status, when it answered with a refusal.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one appliance.
+#[derive(Clone, Debug)]
+pub struct ApplianceClient {
+    addr: SocketAddr,
+}
+
+impl ApplianceClient {
+    /// `url` is `http://<ip>:<port>` (a trailing path is ignored).
+    pub fn new(url: &str) -> Result<Self, ClientError> {
+        let invalid = || ClientError::Url {
+            url: url.to_owned(),
+        };
+        let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
+        let authority = rest.split('/').next().unwrap_or("");
+        let addr: SocketAddr = authority.parse().map_err(|_| invalid())?;
+        Ok(ApplianceClient { addr })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Registers the machine; returns the Server name to use from now on.
+    pub async fn register(&self, registration: &Registration) -> Result<Registered, ClientError> {
+        let path = format!("{PREFIX}/register");
+        let bytes = self
+            .request(
+                Method::POST,
+                &path,
+                Some(json_body(registration)?),
+                Duration::ZERO,
+            )
+            .await?;
+        decode(&path, &bytes)
+    }
+
+    /// Asks what to do next, letting the appliance hold the request up to `wait`.
+    pub async fn directive(
+        &self,
+        server: &str,
+        boot_id: &str,
+        wait: Duration,
+    ) -> Result<Directive, ClientError> {
+        let path = format!(
+            "{PREFIX}/servers/{server}/directive?wait={}&bootId={boot_id}",
+            wait.as_secs()
+        );
+        let bytes = self.request(Method::GET, &path, None, wait).await?;
+        decode(&path, &bytes)
+    }
+
+    /// Posts a report (`progress`, `wiped`, `addresses`, `heartbeat`, `log`).
+    pub async fn report<T: Serialize>(
+        &self,
+        server: &str,
+        what: &str,
+        body: &T,
+    ) -> Result<(), ClientError> {
+        let path = format!("{PREFIX}/servers/{server}/{what}");
+        self.request(Method::POST, &path, Some(json_body(body)?), Duration::ZERO)
+            .await
+            .map(drop)
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        extra_time: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let timeout = REQUEST_TIMEOUT + extra_time;
+        let exchange = self.exchange(method.clone(), path, body);
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout {
+                method,
+                path: path.to_owned(),
+                addr: self.addr,
+                seconds: timeout.as_secs(),
+            }),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<Bytes, ClientError> {
+        let http_error = |source| ClientError::Http {
+            method: method.clone(),
+            path: path.to_owned(),
+            addr: self.addr,
+            source,
+        };
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: self.addr,
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http_error)?;
+        tokio::spawn(async move {
+            // The connection ends with the response; its error, if any, surfaces there.
+            let _ = connection.await;
+        });
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::HOST, self.addr.to_string());
+        if body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| ClientError::Decode {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })?;
+        let response = sender.send_request(request).await.map_err(http_error)?;
+        let status = response.status();
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Decode {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let message = serde_json::from_slice::<AgentError>(&bytes)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_owned());
+        Err(ClientError::Refused {
+            method,
+            path: path.to_owned(),
+            status,
+            message,
+        })
+    }
+}
+
+fn json_body<T: Serialize>(value: &T) -> Result<Bytes, ClientError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| ClientError::Decode {
+            path: String::new(),
+            detail: e.to_string(),
+        })
+}
+
+fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_must_be_http_with_an_ip_and_port() {
+        let client = ApplianceClient::new("http://10.77.0.2:8081").expect("valid URL");
+        assert_eq!(client.addr(), "10.77.0.2:8081".parse().expect("address"));
+        assert!(ApplianceClient::new("http://[fd00::1]:80/x").is_ok());
+        for bad in [
+            "https://10.0.0.1:1",
+            "http://appliance:8081",
+            "http://10.0.0.1",
+        ] {
+            let error = ApplianceClient::new(bad).expect_err("invalid URL");
+            assert!(error.to_string().contains("siderite.url"), "{error}");
+        }
+    }
+}

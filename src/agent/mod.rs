@@ -1,0 +1,8 @@
+//! The discovery agent's work, used by the `siderite-agent` binary: bring up drivers and the
+//! network, collect the inventory, register with the appliance, and follow its directives.
+
+pub mod client;
+pub mod inventory;
+pub mod modules;
+pub mod net;
+pub mod wipe;

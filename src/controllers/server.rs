@@ -1,0 +1,179 @@
+//! The Server controller: keeps the `Accepted` condition true to `spec.accepted` once a server
+//! has been accepted, and raises an `Accepted` Event when an operator accepts one, so `kubectl describe server` tells the
+//! story (Registered → Accepted → Wiping → Clean) in order. Registration, wiping and cleanliness
+//! are written by the agent API, which has the facts first-hand.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Condition, ConditionStatus, Server, find_condition, set_condition};
+use crate::serve::servers::update_status;
+
+/// Condition type for the operator's acceptance.
+pub const ACCEPTED: &str = "Accepted";
+
+/// Retry delay after a failed reconcile (the API was unreachable or a write conflicted).
+const RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerControllerError {
+    #[error("writing the status of Server {server}: {source}")]
+    Status { server: String, source: kube::Error },
+}
+
+struct Context {
+    servers: Api<Server>,
+    recorder: Recorder,
+}
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let servers: Api<Server> = Api::all(client.clone());
+    let context = Arc::new(Context {
+        servers: servers.clone(),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "siderite".into(),
+                instance: None,
+            },
+        ),
+    });
+    Controller::new(servers, watcher::Config::default())
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "server reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// What the `Accepted` condition should say for this `spec.accepted`.
+fn accepted_condition(name: &str, accepted: bool, now: Time) -> Condition {
+    if accepted {
+        Condition::new(
+            ACCEPTED,
+            ConditionStatus::True,
+            "AcceptedByOperator",
+            "the server is managed by Siderite: it is wiped, then pooled",
+            now,
+        )
+    } else {
+        Condition::new(
+            ACCEPTED,
+            ConditionStatus::False,
+            "AwaitingAcceptance",
+            format!(
+                "to admit it: kubectl patch server {name} --type merge -p '{{\"spec\":{{\"accepted\":true}}}}'"
+            ),
+            now,
+        )
+        .with_severity(Some(crate::api::ConditionSeverity::Info))
+    }
+}
+
+async fn reconcile(
+    server: Arc<Server>,
+    context: Arc<Context>,
+) -> Result<Action, ServerControllerError> {
+    let name = server.name_any();
+    let accepted = server.spec.accepted;
+    let current = server
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, ACCEPTED))
+        .map(|c| c.status);
+    let wanted = if accepted {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    // A server that was never accepted needs no condition (its Registered condition already
+    // says how to accept it): writing one would only cost a status write per discovered server.
+    let nothing_to_say = current.is_none() && !accepted;
+    if current == Some(wanted) || nothing_to_say || server.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let now = Time(jiff::Timestamp::now());
+    let written = update_status(&context.servers, &name, |latest, status| {
+        set_condition(
+            &mut status.conditions,
+            accepted_condition(&name, latest.spec.accepted, now.clone()),
+        )
+    })
+    .await
+    .map_err(|source| ServerControllerError::Status {
+        server: name.clone(),
+        source,
+    })?;
+    if let Some(written) = written
+        && accepted
+        && written.spec.accepted
+    {
+        tracing::info!(server = %name, "server accepted");
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "Accepted".into(),
+            note: Some("accepted by the operator: the server will be wiped and pooled".into()),
+            action: "Accept".into(),
+            secondary: None,
+        };
+        if let Err(error) = context
+            .recorder
+            .publish(&event, &written.object_ref(&()))
+            .await
+        {
+            tracing::warn!(server = %name, %error, "could not publish the Accepted Event");
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(
+    _server: Arc<Server>,
+    error: &ServerControllerError,
+    _context: Arc<Context>,
+) -> Action {
+    tracing::warn!(%error, "server reconcile failed; retrying");
+    Action::requeue(RETRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(seconds).expect("valid timestamp"))
+    }
+
+    #[test]
+    fn unaccepted_condition_tells_the_operator_the_command() {
+        let condition = accepted_condition("abc", false, at(1));
+        assert_eq!(condition.status, ConditionStatus::False);
+        assert!(
+            condition
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("kubectl patch server abc --type merge")),
+            "{condition:?}"
+        );
+    }
+
+    #[test]
+    fn accepted_condition_is_true_without_severity() {
+        let condition = accepted_condition("abc", true, at(1));
+        assert_eq!(condition.status, ConditionStatus::True);
+        assert_eq!(condition.severity, None);
+    }
+}
