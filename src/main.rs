@@ -129,6 +129,8 @@ fn discovery_dir(flag: Option<&PathBuf>) -> Option<PathBuf> {
 enum BenchCommand {
     /// Create, list and watch Server objects against a fresh embedded API server.
     Apiserver(siderite::bench::ApiserverBenchArgs),
+    /// Thousands of discovery agents registering at once over the agent API.
+    Agents(siderite::bench::agents::AgentsBenchArgs),
 }
 
 fn crd_values() -> anyhow::Result<Vec<serde_json::Value>> {
@@ -161,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench { which } => match which {
             BenchCommand::Apiserver(args) => siderite::bench::apiserver(args).await,
+            BenchCommand::Agents(args) => siderite::bench::agents::agents(args).await,
         },
         Command::Serve(args) => serve(*args).await,
     }

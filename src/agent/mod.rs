@@ -2,7 +2,9 @@
 //! network, collect the inventory, register with the appliance, and follow its directives.
 
 pub mod client;
+pub mod console;
 pub mod inventory;
 pub mod modules;
 pub mod net;
+pub mod run;
 pub mod wipe;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
+use crate::policy::identity::parse_mac;
 use crate::proto::dhcp::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, MacAddr};
 use crate::proto::dhcp_client::{DhcpClient, Event, Lease};
 
@@ -190,20 +191,6 @@ pub fn boot_mac_hint(cmdline: &str) -> Option<[u8; 6]> {
         .filter_map(|word| word.strip_prefix(BOOT_MAC_PARAM))
         .next_back()
         .and_then(parse_mac)
-}
-
-/// Six two-digit hex groups separated by `:` or `-`.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut groups = text.split([':', '-']);
-    for byte in &mut mac {
-        let group = groups.next()?;
-        if group.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(group, 16).ok()?;
-    }
-    groups.next().is_none().then_some(mac)
 }
 
 /// The physical Ethernet NICs in `sys_class_net` (normally [`SYS_CLASS_NET`]), in interface

@@ -54,6 +54,15 @@ pub fn prepare() -> PathBuf {
     repo().join("target/lab-assets")
 }
 
+/// Builds the discovery image (the real agent) once per test binary.
+pub fn prepare_discovery_image() -> PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        run(repo().join("discovery-image/build").to_str().unwrap(), &[]);
+    });
+    repo().join("target/discovery-image")
+}
+
 /// The firmware a VM boots with.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Firmware {
@@ -83,6 +92,10 @@ pub struct Options {
     pub dnsmasq_extra: Vec<String>,
     /// The appliance's TFTP root (default: Debian's /usr/lib/ipxe).
     pub tftp_dir: Option<PathBuf>,
+    /// Serve the real discovery image (`discovery-image/build`) instead of the test initramfs.
+    pub discovery_image: bool,
+    /// Extra `siderite serve` flags.
+    pub appliance_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -91,6 +104,8 @@ impl Default for Options {
             appliance: true,
             dnsmasq_extra: Vec::new(),
             tftp_dir: None,
+            discovery_image: false,
+            appliance_args: Vec::new(),
         }
     }
 }
@@ -117,7 +132,7 @@ impl Lab {
         lab.network();
         lab.spawn_dnsmasq(&options.dnsmasq_extra);
         if options.appliance {
-            lab.spawn_appliance(options.tftp_dir.as_deref());
+            lab.spawn_appliance(&options);
         }
         lab
     }
@@ -227,7 +242,7 @@ impl Lab {
         format!("siderite.marker={}", self.marker)
     }
 
-    fn spawn_appliance(&mut self, tftp_dir: Option<&Path>) {
+    fn spawn_appliance(&mut self, options: &Options) {
         let state = self.dir.path().join("state");
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -241,14 +256,27 @@ impl Lab {
             format!("{APPLIANCE_IP}:{HTTP_PORT}"),
             "--assets-dir".into(),
             self.assets.display().to_string(),
-            "--discovery-kernel".into(),
-            "vmlinuz".into(),
-            "--discovery-initrd".into(),
-            "initramfs.gz".into(),
-            "--discovery-args".into(),
-            self.discovery_args(),
         ];
-        if let Some(dir) = tftp_dir {
+        if options.discovery_image {
+            let dir = prepare_discovery_image();
+            args.extend([
+                "--discovery-dir".into(),
+                dir.display().to_string(),
+                "--discovery-args".into(),
+                "console=ttyS0".into(),
+            ]);
+        } else {
+            args.extend([
+                "--discovery-kernel".into(),
+                "vmlinuz".into(),
+                "--discovery-initrd".into(),
+                "initramfs.gz".into(),
+                "--discovery-args".into(),
+                self.discovery_args(),
+            ]);
+        }
+        args.extend(options.appliance_args.iter().cloned());
+        if let Some(dir) = options.tftp_dir.as_deref() {
             args.extend(["--tftp-dir".into(), dir.display().to_string()]);
         }
         let app = self.app.clone();
@@ -273,12 +301,44 @@ impl Lab {
         }
     }
 
+    /// Whether the QEMU process of `vm` has exited (the guest powered off).
+    pub fn vm_exited(&mut self, vm: &Vm) -> bool {
+        let name = format!("vm{}-qemu", vm.index);
+        self.children
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .is_some_and(|(_, child)| child.try_wait().ok().flatten().is_some())
+    }
+
+    /// Runs kubectl against the appliance's embedded API server (inside its namespace).
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let kubeconfig = self.dir.path().join("state/kubeconfig");
+        let mut full = vec![
+            "kubectl".to_owned(),
+            format!("--kubeconfig={}", kubeconfig.display()),
+        ];
+        full.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        self.ns(&self.app.clone(), &refs)
+    }
+
     pub fn read_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.log(name)).unwrap_or_default()
     }
 
     /// Boots a VM with `firmware` on a new tap device; its serial console goes to a file.
     pub fn boot(&mut self, firmware: Firmware) -> Vm {
+        self.boot_with(firmware, &[], None)
+    }
+
+    /// [`Lab::boot`] with extra QEMU arguments (SMBIOS, disks) and optionally a second NIC
+    /// with this MAC on the same bridge (without a boot ROM, so the first NIC boots).
+    pub fn boot_with(
+        &mut self,
+        firmware: Firmware,
+        extra: &[String],
+        second_mac: Option<&str>,
+    ) -> Vm {
         self.vms += 1;
         let n = self.vms;
         let tap = format!("tap{n}");
@@ -327,11 +387,24 @@ impl Lab {
                 ]);
             }
         }
+        if let Some(second) = second_mac {
+            let tap2 = format!("tap{n}b");
+            self.ns(&lan, &["ip", "tuntap", "add", &tap2, "mode", "tap"]);
+            self.ns(&lan, &["ip", "link", "set", &tap2, "master", "br0", "up"]);
+            args.extend([
+                "-netdev".into(),
+                format!("tap,id=n1,ifname={tap2},script=no,downscript=no"),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n1,mac={second},romfile="),
+            ]);
+        }
+        args.extend(extra.iter().cloned());
         self.spawn(&format!("vm{n}-qemu"), &lan, "qemu-system-x86_64", &args);
         Vm {
             serial,
             mac,
             started: Instant::now(),
+            index: n,
         }
     }
 }
@@ -340,6 +413,8 @@ pub struct Vm {
     pub serial: PathBuf,
     pub mac: String,
     pub started: Instant,
+    /// 1-based number of the VM in its lab.
+    pub index: usize,
 }
 
 impl Vm {

@@ -1,10 +1,12 @@
 //! `siderite bench apiserver`: creates Server objects with realistic inventory against a freshly
 //! started `siderite serve` (a child process), and measures create throughput, full-list latency,
-//! watch fan-out and the server's peak RSS.
+//! watch fan-out and the server's peak RSS. `siderite bench agents` is in [`agents`].
 //!
 //! The peer that runs side by side is SQLite itself: the same bodies inserted one durable
 //! transaction at a time (what a naive store would do), so the ratio shows what the API layer
 //! and group commit cost or gain over the raw database on this very machine, whatever its load.
+
+pub mod agents;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -83,7 +85,7 @@ pub fn realistic_server(i: usize) -> Value {
     })
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -112,7 +114,7 @@ fn sqlite_peer(dir: &Path, bodies: &[Vec<u8>]) -> anyhow::Result<f64> {
 
 /// Sends every request with `concurrency` in flight; fails unless each answers `expect`.
 /// Returns the elapsed seconds.
-async fn send_all(
+pub(crate) async fn send_all(
     client: &kube::Client,
     concurrency: usize,
     requests: impl Iterator<Item = (http::Method, String, &'static str, bytes::Bytes)>,
@@ -143,7 +145,7 @@ async fn send_all(
     Ok(started.elapsed().as_secs_f64())
 }
 
-struct Child(std::process::Child);
+pub(crate) struct Child(pub std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -152,23 +154,29 @@ impl Drop for Child {
     }
 }
 
-pub async fn apiserver(args: ApiserverBenchArgs) -> anyhow::Result<()> {
+/// A `siderite serve` child process on a fresh state directory, and a client for its API.
+pub(crate) struct Appliance {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub client: kube::Client,
+}
+
+/// Starts `binary serve` with the API and boot HTTP on loopback plus `extra` flags, and waits
+/// until its API answers.
+pub(crate) async fn start_appliance(
+    binary: Option<PathBuf>,
+    extra: &[String],
+) -> anyhow::Result<Appliance> {
     let dir = tempfile::tempdir().context("creating a temporary state directory")?;
-    let binary = match args.binary {
+    let binary = match binary {
         Some(b) => b,
         None => std::env::current_exe()?,
     };
     let child = Child(
         std::process::Command::new(&binary)
-            .args([
-                "serve",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--state-dir",
-            ])
+            .args(["serve", "--api-listen", "127.0.0.1:0", "--state-dir"])
             .arg(dir.path().join("state"))
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -191,14 +199,7 @@ pub async fn apiserver(args: ApiserverBenchArgs) -> anyhow::Result<()> {
     )
     .await?;
     let client = kube::Client::try_from(config)?;
-    let resource = ApiResource {
-        group: "metal.sidero.dev".into(),
-        version: "v1alpha2".into(),
-        api_version: "metal.sidero.dev/v1alpha2".into(),
-        kind: "Server".into(),
-        plural: "servers".into(),
-    };
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &server_resource());
     // Wait until the server answers.
     let deadline = Instant::now() + Duration::from_secs(30);
     while api.list(&ListParams::default().limit(1)).await.is_err() {
@@ -207,6 +208,27 @@ pub async fn apiserver(args: ApiserverBenchArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(Appliance { child, dir, client })
+}
+
+fn server_resource() -> ApiResource {
+    ApiResource {
+        group: "metal.sidero.dev".into(),
+        version: "v1alpha2".into(),
+        api_version: "metal.sidero.dev/v1alpha2".into(),
+        kind: "Server".into(),
+        plural: "servers".into(),
+    }
+}
+
+pub async fn apiserver(args: ApiserverBenchArgs) -> anyhow::Result<()> {
+    let Appliance { child, dir, client } = start_appliance(
+        args.binary.clone(),
+        &["--http-listen".into(), "127.0.0.1:0".into()],
+    )
+    .await?;
+    let resource = server_resource();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let n = args.objects;
     let bodies: Vec<bytes::Bytes> = (0..n)
         .map(|i| bytes::Bytes::from(realistic_server(i).to_string()))
