@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        // `file_type` does not follow symlinks: the recorded /sys fixtures under
+        // tests/fixtures are full of links that loop back up the tree.
+        if entry.file_type().unwrap().is_dir() {
             rust_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             out.push(path);
