@@ -23,11 +23,13 @@ struct Buffer {
 }
 
 impl Console {
-    /// Installs the tracing subscriber that writes to stderr (the console for PID 1) and here.
-    pub fn install(&self) {
+    /// Installs the tracing subscriber that writes to stderr (the console for PID 1) and here,
+    /// logging events at `level` and above.
+    pub fn install(&self, level: tracing::Level) {
         let console = self.clone();
         // A second install (tests) keeps the first subscriber; nothing to do about it.
         let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
             .with_ansi(false)
             .with_target(false)
             .without_time()

@@ -21,8 +21,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
 use crate::policy::identity::parse_mac;
-use crate::proto::dhcp::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, MacAddr};
+use crate::proto::dhcp::MacAddr;
 use crate::proto::dhcp_client::{DhcpClient, Event, Lease};
+use crate::proto::dhcp_wire::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
 
 /// Where the kernel lists network interfaces.
 pub const SYS_CLASS_NET: &str = "/sys/class/net";
@@ -401,10 +402,12 @@ fn acquire(nic: &Nic, timeout: Duration) -> Result<Lease, NetError> {
         nic: nic.name.clone(),
         source,
     })?;
+    debug!(nic = %nic.name, "DHCP client socket open");
     let server = SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_SERVER_PORT);
     let start = Instant::now();
     let deadline = start + timeout;
-    let mut client = DhcpClient::new(nic.mac, rand::random(), start).with_jitter(rand::random());
+    let mut client = DhcpClient::new(nic.mac, early_random(nic.mac), start)
+        .with_jitter(u64::from(early_random(nic.mac)) << 32 | u64::from(early_random(nic.mac)));
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     let mut ignored = 0u32;
     loop {
@@ -420,12 +423,13 @@ fn acquire(nic: &Nic, timeout: Duration) -> Result<Lease, NetError> {
                 ignored,
             });
         }
-        if let Some(datagram) = client.poll_transmit(now)
-            && let Err(error) = socket.send_to(&datagram, server)
-        {
-            // The link may flap while the switch port comes up; the next retransmission
-            // tries again, and the deadline bounds it all.
-            warn!(nic = %nic.name, %error, "cannot send DHCP request");
+        if let Some(datagram) = client.poll_transmit(now) {
+            match socket.send_to(&datagram, server) {
+                Ok(_) => debug!(nic = %nic.name, bytes = datagram.len(), "DHCP datagram sent"),
+                // The link may flap while the switch port comes up; the next retransmission
+                // tries again, and the deadline bounds it all.
+                Err(error) => warn!(nic = %nic.name, %error, "cannot send DHCP request"),
+            }
         }
         let wake = client.poll_timeout().unwrap_or(deadline).min(deadline);
         let wait = wake
@@ -472,6 +476,29 @@ fn acquire(nic: &Nic, timeout: Duration) -> Result<Lease, NetError> {
             }
         }
     }
+}
+
+/// A random number that never waits for the kernel's entropy pool. At PID 1 on a machine
+/// without RDRAND or a hardware RNG (QEMU's default CPU under TCG, some older servers) the pool
+/// can stay uninitialized for minutes, and `getrandom(2)` without flags blocks until it is
+/// ready — the agent then hung before its first DHCPDISCOVER. A transaction ID and jitter need
+/// only to differ between machines, so this asks for `GRND_INSECURE` (Linux 5.6+), falls back
+/// to `GRND_NONBLOCK`, and finally to the clock mixed with the NIC's MAC.
+fn early_random(mac: [u8; 6]) -> u32 {
+    let mut bytes = [0u8; 4];
+    for flags in [libc::GRND_INSECURE, libc::GRND_NONBLOCK] {
+        // SAFETY: the buffer is valid for writes of its length for the duration of the call.
+        let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), flags) };
+        if got == bytes.len() as isize {
+            return u32::from_ne_bytes(bytes);
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let [_, _, a, b, c, d] = mac;
+    nanos ^ u32::from_be_bytes([a, b, c, d]).rotate_left(7)
 }
 
 /// A UDP socket on port 68 of `nic` only, allowed to broadcast.
@@ -793,6 +820,14 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("/nonexistent/class/net"), "{text}");
         assert!(text.contains("is sysfs mounted"), "{text}");
+    }
+
+    #[test]
+    fn early_random_differs_between_calls_without_blocking() {
+        let values: std::collections::HashSet<u32> = (0..8)
+            .map(|_| early_random([0x52, 0x54, 0, 0, 0, 1]))
+            .collect();
+        assert!(values.len() > 1, "eight draws all gave {values:?}");
     }
 
     #[test]

@@ -35,6 +35,9 @@ const ALWAYS_LOAD: &[&str] = &["ipmi_devintf"];
 
 /// Kernel command line parameter naming the appliance.
 pub const URL_PARAM: &str = "siderite.url=";
+/// Kernel command line flag that turns on the agent's debug log (e.g. every DHCP datagram it
+/// ignores), for an operator chasing a machine that does not register.
+pub const DEBUG_PARAM: &str = "siderite.debug";
 
 /// How the machine's work ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,9 +87,19 @@ pub fn boot_params(cmdline: &str) -> Result<BootParams, AgentError> {
 
 /// Runs as PID 1: never returns.
 pub fn pid1() -> ! {
+    // Mount first: whether to log at debug level is on the command line in /proc.
+    let mount_failures = mount_kernel_filesystems();
+    let debug = std::fs::read_to_string("/proc/cmdline")
+        .is_ok_and(|cmdline| cmdline.split_ascii_whitespace().any(|w| w == DEBUG_PARAM));
     let console = Console::default();
-    console.install();
-    mount_kernel_filesystems();
+    console.install(if debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    });
+    for (target, error) in mount_failures {
+        warn!(target = %target.display(), %error, "mount failed");
+    }
     info!(
         version = env!("CARGO_PKG_VERSION"),
         "siderite-agent starting"
@@ -125,8 +138,10 @@ fn power(how: libc::c_int) -> ! {
     }
 }
 
-/// Mounts /proc, /sys, /dev, /run and /tmp; already-mounted ones are left alone.
-fn mount_kernel_filesystems() {
+/// Mounts /proc, /sys, /dev, /run and /tmp; already-mounted ones are left alone. Returns the
+/// failures, to be logged once logging is set up.
+fn mount_kernel_filesystems() -> Vec<(&'static Path, std::io::Error)> {
+    let mut failures = Vec::new();
     for (source, target, fstype) in [
         (c"proc", c"/proc", c"proc"),
         (c"sysfs", c"/sys", c"sysfs"),
@@ -149,10 +164,11 @@ fn mount_kernel_filesystems() {
         if result != 0 {
             let error = std::io::Error::last_os_error();
             if error.raw_os_error() != Some(libc::EBUSY) {
-                warn!(target = %target_path.display(), %error, "mount failed");
+                failures.push((target_path, error));
             }
         }
     }
+    failures
 }
 
 /// One pass of the agent's work, from drivers to the final directive.

@@ -3,10 +3,8 @@
 //! never hands out addresses (the site DHCP server does), so every reply has `yiaddr` 0.0.0.0
 //! and only tells a firmware which file to boot and from where. Only `serve::dhcp` owns sockets.
 //!
-//! Requests are decoded here, not by `dhcproto::v4::Message::decode`: dhcproto 0.15
-//! `debug_assert!`s on the lengths of options 80, 81 and 94 (so a crafted packet panics a debug
-//! build and the fuzzer), and it silently stops at the first option it cannot parse. Replies are
-//! built as `dhcproto` messages, which only ever encode values this module chose.
+//! Requests are decoded and replies encoded with `proto::dhcp_wire` (which says why not with
+//! `dhcproto`).
 //!
 //! Where the behaviour comes from (facts, read in the peers' sources):
 //! - A client is a PXE client when option 60 starts with `PXEClient` or `HTTPClient` and it sends
@@ -26,87 +24,22 @@
 //! - The client UUID in option 97 is in EFI/SMBIOS byte order (first three fields little-endian):
 //!   EDK2 copies the SMBIOS type 1 UUID, and iPXE `uuid_mangle`s its UUID before sending it.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use dhcproto::Encodable;
-use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode};
+use super::dhcp_wire::{
+    BOOTREPLY, BOOTREQUEST, Builder, DHCP_SERVER_PORT, ETHERNET_ADDR_LEN, FLAG_BROADCAST,
+    HTYPE_ETHERNET, Malformed, Options, bad_length, check_magic, header, message_type, offset,
+    option, read_ipv4, read_u16, read_u32,
+};
 
-/// UDP port of DHCP servers (and of relay agents, which receive server replies on it).
-pub const DHCP_SERVER_PORT: u16 = 67;
-/// UDP port DHCP clients listen on.
-pub const DHCP_CLIENT_PORT: u16 = 68;
 /// UDP port of the PXE boot server (PXE 2.1): clients unicast DHCPREQUEST to it.
 pub const PXE_BOOT_SERVER_PORT: u16 = 4011;
 
-/// Byte offsets of the fixed BOOTP header (RFC 2131 §2, figure 1).
-pub mod offset {
-    /// `op`: 1 BOOTREQUEST, 2 BOOTREPLY.
-    pub const OP: usize = 0;
-    /// `htype`: hardware address type (1 Ethernet).
-    pub const HTYPE: usize = 1;
-    /// `hlen`: hardware address length.
-    pub const HLEN: usize = 2;
-    /// `xid`: transaction id chosen by the client.
-    pub const XID: usize = 4;
-    /// `flags`: bit 15 asks for broadcast replies.
-    pub const FLAGS: usize = 10;
-    /// `ciaddr`: the client's address, when it already has one.
-    pub const CIADDR: usize = 12;
-    /// `giaddr`: the relay agent's address, 0 when not relayed.
-    pub const GIADDR: usize = 24;
-    /// `chaddr`: client hardware address, 16 bytes.
-    pub const CHADDR: usize = 28;
-    /// The 4-byte magic cookie after `sname` (64 bytes) and `file` (128 bytes).
-    pub const MAGIC: usize = 236;
-    /// First option byte.
-    pub const OPTIONS: usize = 240;
-}
-
-/// `op` of a request.
-const BOOTREQUEST: u8 = 1;
-/// `htype` of Ethernet.
-const HTYPE_ETHERNET: u8 = 1;
-/// `hlen` of an Ethernet MAC address.
-const ETHERNET_ADDR_LEN: u8 = 6;
-/// The DHCP magic cookie (RFC 2131 §3).
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// The broadcast bit of `flags` (RFC 2131 §2).
-const FLAG_BROADCAST: u16 = 0x8000;
-/// Replies are padded to the BOOTP minimum message size (RFC 1542 §2.1); older clients and
-/// relays drop shorter ones.
-pub const MIN_REPLY_LEN: usize = 300;
 /// Longest boot file name put in the 128-byte `file` field, leaving room for its NUL.
 const MAX_FILE_FIELD_LEN: usize = 127;
 /// Longest boot file name put in option 67, leaving room for its NUL in 255 bytes.
 pub const MAX_BOOT_FILE_LEN: usize = 254;
-
-/// DHCP option codes read or written here.
-pub mod option {
-    /// Padding (RFC 2132 §3.1).
-    pub const PAD: u8 = 0;
-    /// Vendor-specific information; PXE sub-options for PXE clients (RFC 2132 §8.4, PXE 2.1).
-    pub const VENDOR_SPECIFIC: u8 = 43;
-    /// DHCP message type (RFC 2132 §9.6).
-    pub const MESSAGE_TYPE: u8 = 53;
-    /// Server identifier (RFC 2132 §9.7).
-    pub const SERVER_IDENTIFIER: u8 = 54;
-    /// Vendor class identifier: `PXEClient:Arch:…` or `HTTPClient:Arch:…` (RFC 2132 §9.13).
-    pub const VENDOR_CLASS: u8 = 60;
-    /// Boot file name (RFC 2132 §9.5).
-    pub const BOOTFILE_NAME: u8 = 67;
-    /// User class; iPXE sends `iPXE` (RFC 3004).
-    pub const USER_CLASS: u8 = 77;
-    /// Client system architecture, one or more 16-bit types (RFC 4578 §2.1).
-    pub const CLIENT_ARCH: u8 = 93;
-    /// Client machine identifier: type 0 + 16-byte GUID (RFC 4578 §2.3).
-    pub const CLIENT_UUID: u8 = 97;
-    /// iPXE's encapsulated options; only iPXE sends it.
-    pub const IPXE_ENCAPSULATED: u8 = 175;
-    /// End of options (RFC 2132 §3.2).
-    pub const END: u8 = 255;
-}
 
 /// PXE sub-options carried inside option 43 (PXE 2.1 specification, table 2-1).
 pub mod pxe {
@@ -328,8 +261,8 @@ pub struct PxeRequest {
     /// The GUID of option 97 as sent (EFI byte order), echoed in the reply; see
     /// [`PxeRequest::uuid_string`].
     pub uuid: Option<[u8; 16]>,
-    /// Option 53.
-    pub msg_type: MessageType,
+    /// Option 53 ([`message_type`]).
+    pub msg_type: u8,
     /// The port the request arrived on.
     pub port: Port,
     /// Option 54: the server a DHCPREQUEST is addressed to.
@@ -390,9 +323,7 @@ impl fmt::Display for Destination {
 /// A decided reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
-    /// The reply as a dhcproto message.
-    pub message: Message,
-    /// Its wire form, padded to [`MIN_REPLY_LEN`].
+    /// The wire form, padded to the BOOTP minimum of 300 bytes.
     pub bytes: Vec<u8>,
     /// Where to send it.
     pub destination: Destination,
@@ -465,96 +396,6 @@ impl Ignore {
     }
 }
 
-/// What was wrong with a malformed packet.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Malformed {
-    /// Shorter than the fixed header and magic cookie.
-    #[error("{len} bytes is shorter than the 240-byte BOOTP header and magic cookie")]
-    Truncated {
-        /// Datagram length.
-        len: usize,
-    },
-    /// Not a DHCP packet.
-    #[error("magic cookie is {found:02x?}, not [63, 82, 53, 63]")]
-    BadMagicCookie {
-        /// The four bytes at offset 236.
-        found: [u8; 4],
-    },
-    /// An option's length runs past the end of the datagram.
-    #[error("option {code} at byte {offset} runs past the end of the packet")]
-    OptionOverrun {
-        /// Option code.
-        code: u8,
-        /// Where it starts.
-        offset: usize,
-    },
-    /// An option with the wrong length.
-    #[error("option {code} ({name}) has length {len}, expected {expected}")]
-    BadOptionLength {
-        /// Option code.
-        code: u8,
-        /// What it is.
-        name: &'static str,
-        /// Its length.
-        len: usize,
-        /// What it should be.
-        expected: &'static str,
-    },
-    /// Option 97 with a type other than GUID.
-    #[error("option 97 (client UUID) has type {found}, expected 0 (GUID)")]
-    BadClientUuidType {
-        /// The first byte of option 97.
-        found: u8,
-    },
-}
-
-/// Options of a request, with split options concatenated (RFC 3396).
-struct Options(BTreeMap<u8, Vec<u8>>);
-
-impl Options {
-    /// Walks the options area. A missing End is tolerated (the datagram ends the list); bytes
-    /// after End are ignored. Option overload (52) is not honoured: boot clients do not use it,
-    /// and `sname`/`file` of requests are not read.
-    fn parse(area: &[u8]) -> Result<Options, Malformed> {
-        let mut options: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
-        let mut at = 0;
-        while let Some(&code) = area.get(at) {
-            match code {
-                option::PAD => at += 1,
-                option::END => break,
-                _ => {
-                    let overrun = Malformed::OptionOverrun {
-                        code,
-                        offset: offset::OPTIONS + at,
-                    };
-                    let len = usize::from(*area.get(at + 1).ok_or(overrun.clone())?);
-                    let value = area.get(at + 2..at + 2 + len).ok_or(overrun)?;
-                    options.entry(code).or_default().extend_from_slice(value);
-                    at += 2 + len;
-                }
-            }
-        }
-        Ok(Options(options))
-    }
-
-    fn get(&self, code: u8) -> Option<&[u8]> {
-        self.0.get(&code).map(Vec::as_slice)
-    }
-}
-
-fn bad_length(code: u8, name: &'static str, len: usize, expected: &'static str) -> Malformed {
-    Malformed::BadOptionLength {
-        code,
-        name,
-        len,
-        expected,
-    }
-}
-
-fn read_ipv4(bytes: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3])
-}
-
 fn nonzero(ip: Ipv4Addr) -> Option<Ipv4Addr> {
     (!ip.is_unspecified()).then_some(ip)
 }
@@ -562,25 +403,15 @@ fn nonzero(ip: Ipv4Addr) -> Option<Ipv4Addr> {
 /// Validates an untrusted datagram received on `port` once, into a [`PxeRequest`], or says why
 /// it gets no reply. Never panics.
 pub fn classify(bytes: &[u8], port: Port) -> Result<PxeRequest, Ignore> {
-    if bytes.len() < offset::OPTIONS {
-        return Err(Malformed::Truncated { len: bytes.len() }.into());
-    }
-    // From here on every fixed-header index is below offset::OPTIONS, so in bounds.
-    if bytes[offset::OP] != BOOTREQUEST {
+    let header = header(bytes)?;
+    // Every fixed-header index is below offset::OPTIONS, so in bounds of `header`.
+    if header[offset::OP] != BOOTREQUEST {
         return Err(Ignore::NotBootRequest {
-            op: bytes[offset::OP],
+            op: header[offset::OP],
         });
     }
-    let found = [
-        bytes[offset::MAGIC],
-        bytes[offset::MAGIC + 1],
-        bytes[offset::MAGIC + 2],
-        bytes[offset::MAGIC + 3],
-    ];
-    if found != MAGIC_COOKIE {
-        return Err(Malformed::BadMagicCookie { found }.into());
-    }
-    let options = Options::parse(&bytes[offset::OPTIONS..])?;
+    check_magic(header)?;
+    let options = Options::parse(bytes)?;
 
     // Ordinary DHCP clients are the common case on a shared segment: recognise them before
     // judging anything else about the packet, so they are ignored silently.
@@ -593,13 +424,7 @@ pub fn classify(bytes: &[u8], port: Port) -> Result<PxeRequest, Ignore> {
         [hi, lo, rest @ ..] if rest.len().is_multiple_of(2) => u16::from_be_bytes([*hi, *lo]),
         _ => {
             let len = arch_types.len();
-            return Err(bad_length(
-                option::CLIENT_ARCH,
-                "client architecture",
-                len,
-                "a multiple of 2",
-            )
-            .into());
+            return Err(bad_length(option::CLIENT_ARCH, len, "a multiple of 2").into());
         }
     };
 
@@ -607,7 +432,7 @@ pub fn classify(bytes: &[u8], port: Port) -> Result<PxeRequest, Ignore> {
         None => None,
         Some(value) if value.len() != CLIENT_UUID_LEN => {
             let len = value.len();
-            return Err(bad_length(option::CLIENT_UUID, "client UUID", len, "17").into());
+            return Err(bad_length(option::CLIENT_UUID, len, "17").into());
         }
         Some(value) if value[0] != CLIENT_UUID_TYPE_GUID => {
             return Err(Malformed::BadClientUuidType { found: value[0] }.into());
@@ -619,23 +444,15 @@ pub fn classify(bytes: &[u8], port: Port) -> Result<PxeRequest, Ignore> {
         }
     };
 
-    let msg_type = match options.get(option::MESSAGE_TYPE) {
-        None => {
-            return Err(Ignore::UnexpectedMessage {
-                message_type: 0,
-                port,
-            });
-        }
-        Some(&[code]) => code,
-        Some(value) => {
-            let len = value.len();
-            return Err(bad_length(option::MESSAGE_TYPE, "message type", len, "1").into());
-        }
-    };
-    let msg_type_enum = MessageType::from(msg_type);
+    let msg_type = options
+        .byte(option::MESSAGE_TYPE)?
+        .ok_or(Ignore::UnexpectedMessage {
+            message_type: 0,
+            port,
+        })?;
     let answered = match port {
-        Port::Dhcp => matches!(msg_type_enum, MessageType::Discover | MessageType::Request),
-        Port::PxeBootServer => matches!(msg_type_enum, MessageType::Request | MessageType::Inform),
+        Port::Dhcp => matches!(msg_type, message_type::DISCOVER | message_type::REQUEST),
+        Port::PxeBootServer => matches!(msg_type, message_type::REQUEST | message_type::INFORM),
     };
     if !answered {
         return Err(Ignore::UnexpectedMessage {
@@ -644,21 +461,12 @@ pub fn classify(bytes: &[u8], port: Port) -> Result<PxeRequest, Ignore> {
         });
     }
 
-    let (htype, hlen) = (bytes[offset::HTYPE], bytes[offset::HLEN]);
+    let (htype, hlen) = (header[offset::HTYPE], header[offset::HLEN]);
     if htype != HTYPE_ETHERNET || hlen != ETHERNET_ADDR_LEN {
         return Err(Ignore::NotEthernet { htype, hlen });
     }
 
-    let server_id = match options.get(option::SERVER_IDENTIFIER) {
-        None => None,
-        Some(value) if value.len() == 4 => Some(read_ipv4(value, 0)),
-        Some(value) => {
-            let len = value.len();
-            return Err(
-                bad_length(option::SERVER_IDENTIFIER, "server identifier", len, "4").into(),
-            );
-        }
-    };
+    let server_id = options.ipv4(option::SERVER_IDENTIFIER)?;
 
     let is_ipxe = options.get(option::IPXE_ENCAPSULATED).is_some()
         || options.get(option::USER_CLASS).is_some_and(|class| {
@@ -682,23 +490,18 @@ pub fn classify(bytes: &[u8], port: Port) -> Result<PxeRequest, Ignore> {
     };
 
     let mut mac = [0u8; 6];
-    mac.copy_from_slice(&bytes[offset::CHADDR..offset::CHADDR + 6]);
+    mac.copy_from_slice(&header[offset::CHADDR..offset::CHADDR + 6]);
     Ok(PxeRequest {
         mac: MacAddr(mac),
-        xid: u32::from_be_bytes([
-            bytes[offset::XID],
-            bytes[offset::XID + 1],
-            bytes[offset::XID + 2],
-            bytes[offset::XID + 3],
-        ]),
-        flags: u16::from_be_bytes([bytes[offset::FLAGS], bytes[offset::FLAGS + 1]]),
-        client_ip: nonzero(read_ipv4(bytes, offset::CIADDR)),
-        relay: nonzero(read_ipv4(bytes, offset::GIADDR)),
+        xid: read_u32(header, offset::XID),
+        flags: read_u16(header, offset::FLAGS),
+        client_ip: nonzero(read_ipv4(header, offset::CIADDR)),
+        relay: nonzero(read_ipv4(header, offset::GIADDR)),
         arch,
         vendor_class,
         firmware,
         uuid,
-        msg_type: msg_type_enum,
+        msg_type,
         port,
         server_id,
         boot_item: options
@@ -769,7 +572,7 @@ fn pxe_vendor_options(boot_item: Option<[u8; BOOT_ITEM_LEN]>) -> Vec<u8> {
 /// The decision of [`respond`], with the reason when there is no reply.
 pub fn decide(req: &PxeRequest, cfg: &ProxyConfig) -> Result<Reply, Ignore> {
     if let Some(server) = req.server_id
-        && req.msg_type == MessageType::Request
+        && req.msg_type == message_type::REQUEST
         && server != cfg.server_ip
     {
         return Err(Ignore::NotForUs { server });
@@ -783,9 +586,9 @@ pub fn decide(req: &PxeRequest, cfg: &ProxyConfig) -> Result<Reply, Ignore> {
 
     let (reply_type, ciaddr) = match req.msg_type {
         // RFC 2131 table 3: an OFFER has ciaddr 0; an ACK echoes the request's.
-        MessageType::Discover => (MessageType::Offer, Ipv4Addr::UNSPECIFIED),
+        message_type::DISCOVER => (message_type::OFFER, Ipv4Addr::UNSPECIFIED),
         _ => (
-            MessageType::Ack,
+            message_type::ACK,
             req.client_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
         ),
     };
@@ -803,53 +606,33 @@ pub fn decide(req: &PxeRequest, cfg: &ProxyConfig) -> Result<Reply, Ignore> {
         _ => Destination::Broadcast,
     };
 
-    let mut message = Message::new_with_id(
-        req.xid,
-        ciaddr,
-        Ipv4Addr::UNSPECIFIED,
-        cfg.server_ip,
-        req.relay.unwrap_or(Ipv4Addr::UNSPECIFIED),
-        &req.mac.0,
-    );
-    message
-        .set_opcode(Opcode::BootReply)
-        .set_htype(HType::Eth)
-        .set_flags(Flags::new(flags))
-        .set_sname_str(cfg.server_ip.to_string());
-    if boot_file.len() <= MAX_FILE_FIELD_LEN {
-        message.set_fname_str(&boot_file);
-    }
-    let opts = message.opts_mut();
-    opts.insert(DhcpOption::MessageType(reply_type));
-    opts.insert(DhcpOption::ServerIdentifier(cfg.server_ip));
-    opts.insert(DhcpOption::ClassIdentifier(
-        req.vendor_class.as_bytes().to_vec(),
-    ));
-    if req.firmware.wants_discovery_control() {
-        opts.insert(DhcpOption::VendorExtensions(pxe_vendor_options(
-            req.boot_item,
-        )));
-    }
     let mut bootfile_option = boot_file.clone().into_bytes();
     bootfile_option.push(0);
-    opts.insert(DhcpOption::BootfileName(bootfile_option));
+    let mut message = Builder::new(BOOTREPLY, req.xid, req.mac.0)
+        .u16(offset::FLAGS, flags)
+        .ipv4(offset::CIADDR, ciaddr)
+        .ipv4(offset::SIADDR, cfg.server_ip)
+        .ipv4(offset::GIADDR, req.relay.unwrap_or(Ipv4Addr::UNSPECIFIED))
+        .sname(&cfg.server_ip.to_string())
+        .option(option::MESSAGE_TYPE, &[reply_type])
+        .option(option::SERVER_IDENTIFIER, &cfg.server_ip.octets())
+        .option(option::VENDOR_CLASS, req.vendor_class.as_bytes());
+    // Longer names travel in option 67 only; `file` stays empty.
+    if boot_file.len() <= MAX_FILE_FIELD_LEN {
+        message = message.file(&boot_file);
+    }
+    if req.firmware.wants_discovery_control() {
+        message = message.option(option::VENDOR_SPECIFIC, &pxe_vendor_options(req.boot_item));
+    }
+    message = message.option(option::BOOTFILE_NAME, &bootfile_option);
     if let Some(guid) = req.uuid {
         let mut value = Vec::with_capacity(CLIENT_UUID_LEN);
         value.push(CLIENT_UUID_TYPE_GUID);
         value.extend_from_slice(&guid);
-        opts.insert(DhcpOption::ClientMachineIdentifier(value));
+        message = message.option(option::CLIENT_UUID, &value);
     }
-
-    let mut bytes = message.to_vec().expect(
-        "encoding cannot fail: sname is an IPv4 address, file is at most 127 bytes and every \
-         option value is at most 255 bytes",
-    );
-    if bytes.len() < MIN_REPLY_LEN {
-        // Zeros after End are Pad options (RFC 2131 §4.1).
-        bytes.resize(MIN_REPLY_LEN, option::PAD);
-    }
+    let bytes = message.finish();
     Ok(Reply {
-        message,
         bytes,
         destination,
         boot_file,
@@ -876,7 +659,8 @@ pub fn handle(bytes: &[u8], port: Port, cfg: &ProxyConfig) -> Result<Reply, Igno
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhcproto::Decodable;
+    use dhcproto::v4::{DhcpOption, Message, MessageType};
+    use dhcproto::{Decodable, Encodable};
     use proptest::prelude::*;
 
     fn cfg() -> ProxyConfig {
@@ -1030,10 +814,10 @@ mod tests {
             b"undionly.kpxe".to_vec(),                 // file
             vec![0; 128 - 13],                         // file padding
             hex("63825363"),                           // magic cookie
-            hex("2b 04 06 01 08 ff"),                  // 43: PXE discovery control = 8, end
-            hex("35 01 02"),                           // 53: DHCPOFFER
+            hex("35 01 02"),                           // 53 first, as dnsmasq: DHCPOFFER
             hex("36 04 0a4d0002"),                     // 54: server identifier
             hex("3c 09 505845436c69656e74"),           // 60: "PXEClient"
+            hex("2b 04 06 01 08 ff"),                  // 43: PXE discovery control = 8, end
             hex("43 0e 756e64696f6e6c792e6b70786500"), // 67: "undionly.kpxe\0"
             hex(OPT97),                                // 97 echoed
             hex("ff"),                                 // end
@@ -1186,7 +970,7 @@ mod tests {
         assert_eq!(reply.request.uuid, None);
         assert_eq!(opt(&decoded(&reply), 97), None);
         // 283 bytes of message, padded with zeros to the BOOTP minimum.
-        assert_eq!(reply.bytes.len(), MIN_REPLY_LEN);
+        assert_eq!(reply.bytes.len(), crate::proto::dhcp_wire::MIN_MESSAGE_LEN);
         assert_eq!(reply.bytes[282], option::END);
         assert!(reply.bytes[283..].iter().all(|&b| b == 0));
     }
@@ -1207,7 +991,6 @@ mod tests {
             err,
             Ignore::Malformed(Malformed::BadOptionLength {
                 code: 97,
-                name: "client UUID",
                 len: 16,
                 expected: "17"
             })
@@ -1582,7 +1365,7 @@ mod tests {
                 );
                 prop_assert_eq!(m.siaddr(), Ipv4Addr::from(server));
                 prop_assert_eq!(m.xid(), xid);
-                prop_assert!(reply.bytes.len() >= MIN_REPLY_LEN);
+                prop_assert!(reply.bytes.len() >= crate::proto::dhcp_wire::MIN_MESSAGE_LEN);
             }
         }
     }

@@ -17,79 +17,20 @@
 //! - A DHCPREQUEST that gets no answer after [`MAX_REQUESTS`] tries, or a DHCPNAK, sends the
 //!   client back to discovery (RFC 2131 §3.1 step 5, §4.4.1).
 //!
-//! Replies are decoded here, not by `dhcproto::v4::Message::decode`, for the reason given in
-//! `proto::dhcp`: dhcproto 0.15 `debug_assert!`s on some option lengths, so a crafted reply
-//! could panic a debug build. Requests are built as `dhcproto` messages.
+//! Replies are decoded and requests encoded with `proto::dhcp_wire`; that module says why not
+//! with `dhcproto` (whose message constructor would block the agent on the entropy pool).
 //!
 //! Renewal (T1/T2) is not done: the agent lives for one discovery or wipe, and the caller can
 //! start a new client if it outlives the lease.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use dhcproto::Encodable;
-use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
+use super::dhcp_wire::{
+    BOOTREPLY, BOOTREQUEST, Builder, ETHERNET_ADDR_LEN, FLAG_BROADCAST, HTYPE_ETHERNET, Malformed,
+    Options, bad_length, check_magic, header, message_type, offset, option, read_ipv4, read_u32,
+};
 
-use super::dhcp::offset;
-
-/// DHCP option codes this client writes or reads (RFC 2132 unless noted).
-pub mod option {
-    /// Padding.
-    pub const PAD: u8 = 0;
-    /// Subnet mask of the offered address.
-    pub const SUBNET_MASK: u8 = 1;
-    /// Routers on the client's subnet, in order of preference.
-    pub const ROUTER: u8 = 3;
-    /// DNS servers.
-    pub const DOMAIN_NAME_SERVER: u8 = 6;
-    /// MTU of the interface.
-    pub const INTERFACE_MTU: u8 = 26;
-    /// The address a DHCPREQUEST asks for.
-    pub const REQUESTED_IP: u8 = 50;
-    /// Lease time in seconds; 0xffffffff means infinite.
-    pub const LEASE_TIME: u8 = 51;
-    /// Option overload: `file` (1), `sname` (2) or both (3) carry more options.
-    pub const OVERLOAD: u8 = 52;
-    /// DHCP message type.
-    pub const MESSAGE_TYPE: u8 = 53;
-    /// Server identifier.
-    pub const SERVER_IDENTIFIER: u8 = 54;
-    /// Parameter request list.
-    pub const PARAMETER_REQUEST_LIST: u8 = 55;
-    /// Client identifier.
-    pub const CLIENT_IDENTIFIER: u8 = 61;
-    /// End of options.
-    pub const END: u8 = 255;
-}
-
-/// DHCP message types (option 53, RFC 2132 §9.6) that servers send.
-mod message_type {
-    pub const OFFER: u8 = 2;
-    pub const ACK: u8 = 5;
-    pub const NAK: u8 = 6;
-}
-
-/// `yiaddr`: the address a server offers. [`offset`] names the fields requests use; replies
-/// also need these.
-const YIADDR_OFFSET: usize = 16;
-/// `sname`, 64 bytes, which carries options when option 52 says so.
-const SNAME_OFFSET: usize = 44;
-const SNAME_LEN: usize = 64;
-/// `file`, 128 bytes, which carries options when option 52 says so.
-const FILE_OFFSET: usize = 108;
-const FILE_LEN: usize = 128;
-
-/// `op` of a reply.
-const BOOTREPLY: u8 = 2;
-/// `htype` of Ethernet, also the type byte of option 61.
-const HTYPE_ETHERNET: u8 = 1;
-/// `hlen` of an Ethernet MAC address.
-const ETHERNET_ADDR_LEN: u8 = 6;
-/// The DHCP magic cookie (RFC 2131 §3).
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// Requests are padded to the BOOTP minimum message size (RFC 1542 §2.1).
-pub const MIN_REQUEST_LEN: usize = 300;
 /// DHCPREQUESTs sent for one offer before going back to discovery.
 pub const MAX_REQUESTS: u32 = 4;
 /// Smallest MTU a host must accept (RFC 2132 §5.1); smaller option 26 values are ignored.
@@ -98,13 +39,13 @@ const MIN_MTU: u16 = 68;
 const INFINITE_LEASE_SECS: u32 = u32::MAX;
 
 /// The parameters asked for in option 55, in this order.
-const PARAMETERS: [OptionCode; 6] = [
-    OptionCode::SubnetMask,
-    OptionCode::Router,
-    OptionCode::DomainNameServer,
-    OptionCode::AddressLeaseTime,
-    OptionCode::ServerIdentifier,
-    OptionCode::InterfaceMtu,
+const PARAMETERS: [u8; 6] = [
+    option::SUBNET_MASK,
+    option::ROUTER,
+    option::DOMAIN_NAME_SERVER,
+    option::LEASE_TIME,
+    option::SERVER_IDENTIFIER,
+    option::INTERFACE_MTU,
 ];
 
 /// What the client got: an address and how to use it.
@@ -236,56 +177,6 @@ pub enum Ignored {
     },
 }
 
-/// What was wrong with a malformed reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Malformed {
-    /// Shorter than the fixed header and magic cookie.
-    #[error("{len} bytes is shorter than the 240-byte BOOTP header and magic cookie")]
-    Truncated {
-        /// Datagram length.
-        len: usize,
-    },
-    /// Not a DHCP packet.
-    #[error("magic cookie is {found:02x?}, not [63, 82, 53, 63]")]
-    BadMagicCookie {
-        /// The four bytes at offset 236.
-        found: [u8; 4],
-    },
-    /// An option's length runs past the end of its area.
-    #[error("option {code} at byte {offset} runs past the end of its field")]
-    OptionOverrun {
-        /// Option code.
-        code: u8,
-        /// Where it starts in the datagram.
-        offset: usize,
-    },
-    /// An option with the wrong length.
-    #[error("option {code} has length {len}, expected {expected}")]
-    BadOptionLength {
-        /// Option code.
-        code: u8,
-        /// Its length.
-        len: usize,
-        /// What it should be.
-        expected: &'static str,
-    },
-    /// Option 52 with a value other than 1, 2 or 3.
-    #[error("option 52 (overload) is {value}, expected 1, 2 or 3")]
-    BadOverload {
-        /// Its value.
-        value: u8,
-    },
-    /// No option 53.
-    #[error("no message type (option 53)")]
-    NoMessageType,
-    /// Option 1 that is not a run of ones followed by zeros, or is 0.0.0.0.
-    #[error("subnet mask {mask} is not a valid netmask")]
-    BadSubnetMask {
-        /// Its value.
-        mask: Ipv4Addr,
-    },
-}
-
 /// A DHCPv4 client for one interface, from discovery to a lease.
 #[derive(Debug, Clone)]
 pub struct DhcpClient {
@@ -378,7 +269,7 @@ impl DhcpClient {
                 }
                 *sends += 1;
                 *next = now + delay(&self.backoff, &mut self.jitter, *sends);
-                Some(self.build(MessageType::Discover, secs, None))
+                Some(self.build(message_type::DISCOVER, secs, None))
             }
             State::Requesting { offer, sends, next } => {
                 if now < *next {
@@ -391,12 +282,12 @@ impl DhcpClient {
                         sends: 1,
                         next: now + delay(&self.backoff, &mut self.jitter, 1),
                     };
-                    return Some(self.build(MessageType::Discover, secs, None));
+                    return Some(self.build(message_type::DISCOVER, secs, None));
                 }
                 *sends += 1;
                 *next = now + delay(&self.backoff, &mut self.jitter, *sends);
                 let selected = (offer.address, offer.server);
-                Some(self.build(MessageType::Request, secs, Some(selected)))
+                Some(self.build(message_type::REQUEST, secs, Some(selected)))
             }
         }
     }
@@ -429,7 +320,7 @@ impl DhcpClient {
     fn step(&mut self, bytes: &[u8], now: Instant) -> Result<Event, Ignored> {
         let reply = parse_reply(bytes, &self.mac, self.xid)?;
         let unexpected = |state: &State| Ignored::Unexpected {
-            message: message_name(reply.kind),
+            message: message_type::name(reply.kind),
             state: state.name(),
         };
         match (&self.state, reply.kind) {
@@ -476,46 +367,23 @@ impl DhcpClient {
 
     /// A DHCPDISCOVER, or a DHCPREQUEST for `selected` (address, server) in SELECTING state
     /// (RFC 2131 §4.3.2: `ciaddr` 0, options 50 and 54 set).
-    fn build(
-        &self,
-        kind: MessageType,
-        secs: u16,
-        selected: Option<(Ipv4Addr, Ipv4Addr)>,
-    ) -> Vec<u8> {
-        let unspecified = Ipv4Addr::UNSPECIFIED;
-        let mut message = Message::new_with_id(
-            self.xid,
-            unspecified,
-            unspecified,
-            unspecified,
-            unspecified,
-            &self.mac,
-        );
-        message
-            .set_opcode(Opcode::BootRequest)
-            .set_htype(HType::Eth)
-            .set_secs(secs)
-            .set_flags(Flags::default().set_broadcast());
-        let opts = message.opts_mut();
-        opts.insert(DhcpOption::MessageType(kind));
-        if let Some((address, server)) = selected {
-            opts.insert(DhcpOption::RequestedIpAddress(address));
-            opts.insert(DhcpOption::ServerIdentifier(server));
-        }
-        opts.insert(DhcpOption::ParameterRequestList(PARAMETERS.to_vec()));
+    fn build(&self, kind: u8, secs: u16, selected: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
         let mut client_id = Vec::with_capacity(1 + self.mac.len());
         client_id.push(HTYPE_ETHERNET);
         client_id.extend_from_slice(&self.mac);
-        opts.insert(DhcpOption::ClientIdentifier(client_id));
-        let mut bytes = message.to_vec().expect(
-            "encoding cannot fail: sname and file are empty and every option value is at most \
-             7 bytes",
-        );
-        if bytes.len() < MIN_REQUEST_LEN {
-            // Zeros after End are Pad options (RFC 2131 §4.1).
-            bytes.resize(MIN_REQUEST_LEN, option::PAD);
+        let mut message = Builder::new(BOOTREQUEST, self.xid, self.mac)
+            .u16(offset::SECS, secs)
+            .u16(offset::FLAGS, FLAG_BROADCAST)
+            .option(option::MESSAGE_TYPE, &[kind]);
+        if let Some((address, server)) = selected {
+            message = message
+                .option(option::REQUESTED_IP, &address.octets())
+                .option(option::SERVER_IDENTIFIER, &server.octets());
         }
-        bytes
+        message
+            .option(option::PARAMETER_REQUEST_LIST, &PARAMETERS)
+            .option(option::CLIENT_IDENTIFIER, &client_id)
+            .finish()
     }
 }
 
@@ -547,27 +415,12 @@ impl SplitMix64 {
     }
 }
 
-/// The name of a message type, for [`Ignored`].
-fn message_name(kind: u8) -> &'static str {
-    match kind {
-        1 => "DHCPDISCOVER",
-        message_type::OFFER => "DHCPOFFER",
-        3 => "DHCPREQUEST",
-        4 => "DHCPDECLINE",
-        message_type::ACK => "DHCPACK",
-        message_type::NAK => "DHCPNAK",
-        7 => "DHCPRELEASE",
-        8 => "DHCPINFORM",
-        _ => "an unknown message type",
-    }
-}
-
 /// A DHCPACK or DHCPNAK counts only from the server whose offer was requested; one without
 /// option 54 is taken (it carries our xid and MAC, and some servers omit it in a NAK).
 fn check_server(kind: u8, server: Option<Ipv4Addr>, chosen: Ipv4Addr) -> Result<(), Ignored> {
     match server {
         Some(server) if server != chosen => Err(Ignored::ForeignServer {
-            message: message_name(kind),
+            message: message_type::name(kind),
             server,
             chosen,
         }),
@@ -653,9 +506,7 @@ struct Params {
 
 /// Checks that `bytes` is a DHCP reply for `mac` and `xid` and decodes what the client uses.
 fn parse_reply(bytes: &[u8], mac: &[u8; 6], xid: u32) -> Result<Reply, Ignored> {
-    let header = bytes
-        .get(..offset::OPTIONS)
-        .ok_or(Malformed::Truncated { len: bytes.len() })?;
+    let header = header(bytes)?;
     if header[offset::OP] != BOOTREPLY {
         return Err(Ignored::NotAReply {
             op: header[offset::OP],
@@ -671,22 +522,12 @@ fn parse_reply(bytes: &[u8], mac: &[u8; 6], xid: u32) -> Result<Reply, Ignored> 
     {
         return Err(Ignored::ForeignChaddr);
     }
-    let cookie = [
-        header[offset::MAGIC],
-        header[offset::MAGIC + 1],
-        header[offset::MAGIC + 2],
-        header[offset::MAGIC + 3],
-    ];
-    if cookie != MAGIC_COOKIE {
-        return Err(Malformed::BadMagicCookie { found: cookie }.into());
-    }
+    check_magic(header)?;
     let options = Options::parse(bytes)?;
 
-    let kind = match options.get(option::MESSAGE_TYPE) {
-        None => return Err(Malformed::NoMessageType.into()),
-        Some(&[kind]) => kind,
-        Some(other) => return Err(bad_length(option::MESSAGE_TYPE, other.len(), "1").into()),
-    };
+    let kind = options
+        .byte(option::MESSAGE_TYPE)?
+        .ok_or(Malformed::NoMessageType)?;
     let server = options.ipv4(option::SERVER_IDENTIFIER)?;
     let prefix_len = match options.ipv4(option::SUBNET_MASK)? {
         None => None,
@@ -714,7 +555,7 @@ fn parse_reply(bytes: &[u8], mac: &[u8; 6], xid: u32) -> Result<Reply, Ignored> 
     };
     Ok(Reply {
         kind,
-        yiaddr: Ipv4Addr::from(read_u32(header, YIADDR_OFFSET)),
+        yiaddr: read_ipv4(header, offset::YIADDR),
         server,
         params: Params {
             prefix_len,
@@ -724,92 +565,6 @@ fn parse_reply(bytes: &[u8], mac: &[u8; 6], xid: u32) -> Result<Reply, Ignored> 
             mtu,
         },
     })
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
-
-fn bad_length(code: u8, len: usize, expected: &'static str) -> Malformed {
-    Malformed::BadOptionLength {
-        code,
-        len,
-        expected,
-    }
-}
-
-/// Options of a reply, with split options concatenated (RFC 3396).
-struct Options(BTreeMap<u8, Vec<u8>>);
-
-impl Options {
-    /// Walks the options field, then `file` and `sname` when option 52 says they carry
-    /// options (RFC 2131 §4.1, in the order RFC 3396 §5 concatenates them). A missing End is
-    /// tolerated (the field ends the list); bytes after End are ignored.
-    fn parse(bytes: &[u8]) -> Result<Options, Malformed> {
-        let mut options = Options(BTreeMap::new());
-        options.walk(bytes, offset::OPTIONS, bytes.len())?;
-        let overload = match options.get(option::OVERLOAD) {
-            None => 0,
-            Some(&[value @ 1..=3]) => value,
-            Some(&[value]) => return Err(Malformed::BadOverload { value }),
-            Some(other) => return Err(bad_length(option::OVERLOAD, other.len(), "1")),
-        };
-        if overload & 1 != 0 {
-            options.walk(bytes, FILE_OFFSET, FILE_OFFSET + FILE_LEN)?;
-        }
-        if overload & 2 != 0 {
-            options.walk(bytes, SNAME_OFFSET, SNAME_OFFSET + SNAME_LEN)?;
-        }
-        Ok(options)
-    }
-
-    /// Adds the options in `bytes[start..end]`.
-    fn walk(&mut self, bytes: &[u8], start: usize, end: usize) -> Result<(), Malformed> {
-        let area = bytes.get(start..end).unwrap_or_default();
-        let mut at = 0;
-        while let Some(&code) = area.get(at) {
-            match code {
-                option::PAD => at += 1,
-                option::END => break,
-                _ => {
-                    let overrun = Malformed::OptionOverrun {
-                        code,
-                        offset: start + at,
-                    };
-                    let len = usize::from(*area.get(at + 1).ok_or(overrun.clone())?);
-                    let value = area.get(at + 2..at + 2 + len).ok_or(overrun)?;
-                    self.0.entry(code).or_default().extend_from_slice(value);
-                    at += 2 + len;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn get(&self, code: u8) -> Option<&[u8]> {
-        self.0.get(&code).map(Vec::as_slice)
-    }
-
-    /// An option holding exactly one address.
-    fn ipv4(&self, code: u8) -> Result<Option<Ipv4Addr>, Malformed> {
-        match self.get(code) {
-            None => Ok(None),
-            Some(&[a, b, c, d]) => Ok(Some(Ipv4Addr::new(a, b, c, d))),
-            Some(other) => Err(bad_length(code, other.len(), "4")),
-        }
-    }
-
-    /// An option holding one or more addresses.
-    fn ipv4_list(&self, code: u8) -> Result<Vec<Ipv4Addr>, Malformed> {
-        match self.get(code) {
-            None => Ok(Vec::new()),
-            Some(value) if !value.is_empty() && value.len() % 4 == 0 => Ok(value
-                .chunks_exact(4)
-                .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
-                .collect()),
-            Some(other) => Err(bad_length(code, other.len(), "a multiple of 4")),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -841,7 +596,7 @@ mod tests {
         packet.extend(hex("0a630001 00000000"));
         packet.extend(mac);
         packet.extend([0u8; 10 + 64 + 128]);
-        packet.extend(MAGIC_COOKIE);
+        packet.extend(crate::proto::dhcp_wire::MAGIC_COOKIE);
         packet.extend(hex(options));
         packet
     }
@@ -924,7 +679,7 @@ mod tests {
             hex("37 06 01 03 06 33 36 1a"), // 55: mask, router, DNS, lease, server id, MTU
             hex("3d 07 01 525400123456"),   // 61: type 1 (Ethernet) + MAC
             hex("ff"),                      // end
-            vec![0; MIN_REQUEST_LEN - 261], // pad to the BOOTP minimum
+            vec![0; crate::proto::dhcp_wire::MIN_MESSAGE_LEN - 261], // pad to the BOOTP minimum
         ]
         .concat();
         assert_eq!(bytes, expected);
@@ -958,13 +713,13 @@ mod tests {
             MAC.to_vec(),                   // chaddr
             vec![0; 10 + 64 + 128],         // rest of chaddr, sname, file
             hex("63825363"),                // magic cookie
+            hex("35 01 03"),                // 53 first: DHCPREQUEST
             hex("32 04 0a63007b"),          // 50: requested address 10.99.0.123
-            hex("35 01 03"),                // 53: DHCPREQUEST
             hex("36 04 0a630001"),          // 54: the chosen server 10.99.0.1
             hex("37 06 01 03 06 33 36 1a"), // 55: mask, router, DNS, lease, server id, MTU
             hex("3d 07 01 525400123456"),   // 61: type 1 (Ethernet) + MAC
             hex("ff"),                      // end
-            vec![0; MIN_REQUEST_LEN - 273], // pad to the BOOTP minimum
+            vec![0; crate::proto::dhcp_wire::MIN_MESSAGE_LEN - 273], // pad to the BOOTP minimum
         ]
         .concat();
         assert_eq!(bytes, expected);
@@ -1271,7 +1026,7 @@ mod tests {
         client.poll_transmit(t0).unwrap();
         let mut ack = reply(OFFERED, "35 01 05  36 04 0a630001  34 01 01  ff");
         let file_options = hex("01 04 fffffc00  33 04 00000078  ff");
-        ack[FILE_OFFSET..FILE_OFFSET + file_options.len()].copy_from_slice(&file_options);
+        ack[offset::FILE..offset::FILE + file_options.len()].copy_from_slice(&file_options);
         assert_eq!(client.handle(&ack, t0), Event::Bound);
         let lease = client.lease().unwrap();
         assert_eq!(lease.prefix_len, 22);
@@ -1379,7 +1134,7 @@ mod tests {
         ) {
             let (mut client, t0) = client_in(state);
             let mut bytes = reply(yiaddr, "");
-            bytes[FILE_OFFSET..FILE_OFFSET + file.len()].copy_from_slice(&file);
+            bytes[offset::FILE..offset::FILE + file.len()].copy_from_slice(&file);
             bytes.extend(options);
             let _ = client.handle(&bytes, t0);
             if let Some(lease) = client.lease() {

@@ -14,8 +14,9 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::proto::dhcp::{self, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, Destination, Ignore, Port};
+use crate::proto::dhcp::{self, Destination, Ignore, Port};
 use crate::proto::dhcp::{ProxyConfig, Reply};
+use crate::proto::dhcp_wire::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
 
 /// Receive buffer size. DHCP clients send at most an Ethernet frame's worth (EDK2's packet
 /// buffer is 1472 bytes); a longer datagram is cut, and the cut packet is judged as it is.
