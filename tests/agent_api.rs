@@ -150,11 +150,11 @@ async fn registration_creates_the_server_named_by_its_uuid_and_refreshes_it_keep
         condition(&refreshed, "Registered").map(|c| c.reason.as_deref()),
         Some(Some("InventoryRefreshed"))
     );
-    let events = appliance.kubectl_ok(&["get", "events", "-A", "-o", "json"]);
-    assert!(
-        events.contains("\"Registered\"") && events.contains("\"Accepted\""),
-        "{events}"
-    );
+    // Events are published in the background, after the agent got its answer.
+    eventually(5, "Registered and Accepted events", || {
+        let events = appliance.kubectl_ok(&["get", "events", "-A", "-o", "json"]);
+        (events.contains("\"Registered\"") && events.contains("\"Accepted\"")).then_some(())
+    });
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
@@ -173,10 +173,26 @@ fn mount_kernel_filesystems() -> Vec<(&'static Path, std::io::Error)> {
 
 /// One pass of the agent's work, from drivers to the final directive.
 pub fn run(console: &Console) -> Result<Finish, AgentError> {
+    let mut timings = Timings {
+        // The kernel's clock when this pass began: on the first pass, how long the kernel took
+        // to reach /init.
+        uptime_at_start: read("/proc/uptime")
+            .ok()
+            .and_then(|u| u.split_whitespace().next()?.parse().ok()),
+        ..Timings::default()
+    };
+    let mut phase = Instant::now();
+    let mut lap = || {
+        let elapsed = phase.elapsed();
+        phase = Instant::now();
+        elapsed
+    };
     let cmdline = read("/proc/cmdline")?;
     let params = boot_params(&cmdline)?;
     load_drivers();
+    timings.drivers = lap();
     let configured = net::bring_up(params.mac_hint, net::NetTimeouts::default())?;
+    timings.network = lap();
     info!(nic = %configured.nic, address = %configured.lease.address, "network up");
     let boot_id = read("/proc/sys/kernel/random/boot_id")?.trim().to_owned();
 
@@ -197,12 +213,23 @@ pub fn run(console: &Console) -> Result<Finish, AgentError> {
         hardware: found.hardware,
         problems: found.problems,
     };
+    timings.inventory = lap();
     let client = ApplianceClient::new(&params.url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(AgentError::Runtime)?;
-    Ok(runtime.block_on(follow(&client, registration, console)))
+    Ok(runtime.block_on(follow(&client, registration, console, timings)))
+}
+
+/// Where the time to registration went; logged once registered, for operators and for
+/// `scripts/bench-discovery`, which reads it off the console.
+#[derive(Clone, Copy, Debug, Default)]
+struct Timings {
+    uptime_at_start: Option<f64>,
+    drivers: Duration,
+    network: Duration,
+    inventory: Duration,
 }
 
 /// Loads drivers for every device present, so NICs and disks appear.
@@ -235,9 +262,24 @@ fn load_drivers() {
 }
 
 /// Registers, then follows directives until the work is done.
-async fn follow(client: &ApplianceClient, registration: Registration, console: &Console) -> Finish {
+async fn follow(
+    client: &ApplianceClient,
+    registration: Registration,
+    console: &Console,
+    timings: Timings,
+) -> Finish {
     let boot_id = registration.boot_id.clone();
+    let registering = Instant::now();
     let mut server = register(client, &registration).await;
+    let ms = |d: Duration| d.as_millis();
+    info!(
+        kernel_s = timings.uptime_at_start.unwrap_or(f64::NAN),
+        drivers_ms = ms(timings.drivers),
+        network_ms = ms(timings.network),
+        inventory_ms = ms(timings.inventory),
+        register_ms = ms(registering.elapsed()),
+        "time to registration"
+    );
     loop {
         ship_logs(client, &server, &boot_id, console).await;
         match client.directive(&server, &boot_id, DIRECTIVE_WAIT).await {

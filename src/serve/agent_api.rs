@@ -32,7 +32,7 @@ use crate::api::{
 };
 use crate::policy::agent::{AgentFacts, WipeVerdict, directive, judge_wipe, progress_message};
 use crate::policy::identity::{parse_mac, server_identity};
-use crate::serve::servers::{ServerIndex, update_status};
+use crate::serve::servers::{ServerIndex, update_status, update_status_from};
 
 /// Longest long poll an agent may ask for; it re-asks after that.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -92,7 +92,14 @@ pub struct AgentApi {
     recorder: Recorder,
     config: AgentApiConfig,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Registrations talking to the Kubernetes API at once; the rest queue here. Without a
+    /// bound, a rack powering on together opens one API connection per machine and every
+    /// registration slows down until agents time out (`siderite bench agents`).
+    registering: tokio::sync::Semaphore,
 }
+
+/// Registrations processed at once (see [`AgentApi::registering`]).
+const CONCURRENT_REGISTRATIONS: usize = 64;
 
 /// A refusal: status and a message for the agent's console and the operator.
 #[derive(Debug)]
@@ -135,6 +142,7 @@ impl AgentApi {
             recorder,
             config,
             sessions: Mutex::new(HashMap::new()),
+            registering: tokio::sync::Semaphore::new(CONCURRENT_REGISTRATIONS),
         }
     }
 
@@ -222,6 +230,12 @@ impl AgentApi {
 
     async fn register(&self, registration: Registration) -> Handled {
         validate_registration(&registration)?;
+        let _permit = self.registering.acquire().await.map_err(|_| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the appliance is shutting down",
+            )
+        })?;
         let identity = server_identity(
             registration.smbios_uuid.as_deref(),
             registration.boot_mac.as_deref(),
@@ -240,15 +254,16 @@ impl AgentApi {
             }
             Some(server) => {
                 self.refresh_server(&server, &registration).await?;
-                false
+                None
             }
         };
+        let (created, latest) = (created.is_some(), created);
         let now = now();
         let summary = inventory_summary(&registration.hardware);
         let addresses = registered_addresses(&registration.hardware);
         let fallback = identity.fallback.clone();
         let problems = registration.problems.join("; ");
-        let written = update_status(&self.servers, &name, |latest, status| {
+        let written = update_status_from(&self.servers, &name, latest, |latest, status| {
             let mut changed = set_condition(
                 &mut status.conditions,
                 Condition::new(
@@ -302,8 +317,7 @@ impl AgentApi {
         } else {
             format!("inventory refreshed: {summary}")
         };
-        self.event(&written, EventType::Normal, "Registered", "Register", note)
-            .await;
+        self.event(&written, EventType::Normal, "Registered", "Register", note);
         if !problems.is_empty() {
             self.event(
                 &written,
@@ -311,8 +325,7 @@ impl AgentApi {
                 "InventoryIncomplete",
                 "Register",
                 problems,
-            )
-            .await;
+            );
         }
         info!(server = %name, created, mac = registration.boot_mac.as_deref().unwrap_or(""), "agent registered");
         Ok(json(
@@ -331,12 +344,14 @@ impl AgentApi {
     }
 
     /// Creates the Server; when another agent created it first, refreshes it instead.
+    /// Creates the Server of a first registration: `Some(the created object)`, or `None` when
+    /// another registration created it first and this one refreshed it instead.
     async fn create_server(
         &self,
         name: &str,
         registration: &Registration,
         from_mac: bool,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<Option<Server>, Refusal> {
         let mut server = Server::new(
             name,
             ServerSpec {
@@ -350,7 +365,7 @@ impl AgentApi {
             if from_mac { "boot-mac" } else { "smbios-uuid" }.to_owned(),
         );
         match self.servers.create(&PostParams::default(), &server).await {
-            Ok(_) => Ok(true),
+            Ok(created) => Ok(Some(created)),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let existing = self
                     .servers
@@ -358,7 +373,7 @@ impl AgentApi {
                     .await
                     .map_err(|e| Refusal::kube("read the Server", &e))?;
                 self.refresh_server(&existing, registration).await?;
-                Ok(false)
+                Ok(None)
             }
             Err(error) => Err(Refusal::kube("create the Server", &error)),
         }
@@ -403,8 +418,7 @@ impl AgentApi {
                     "IdentityConflict",
                     "Register",
                     message.clone(),
-                )
-                .await;
+                );
             }
             return Err(Refusal::new(StatusCode::CONFLICT, message));
         }
@@ -538,8 +552,7 @@ impl AgentApi {
         .await;
         match written {
             Ok(Some(written)) => {
-                self.event(&written, EventType::Normal, "Wiping", "Wipe", message)
-                    .await;
+                self.event(&written, EventType::Normal, "Wiping", "Wipe", message);
             }
             Ok(None) => {}
             Err(error) => warn!(server = %name, %error, "could not record the wipe start"),
@@ -669,12 +682,10 @@ impl AgentApi {
         });
         if clean {
             info!(server = %name, %message, "server wiped and clean");
-            self.event(&written, EventType::Normal, "Clean", "Wipe", message)
-                .await;
+            self.event(&written, EventType::Normal, "Clean", "Wipe", message);
         } else {
             warn!(server = %name, %message, "wipe failed; the server stays dirty");
-            self.event(&written, EventType::Warning, "WipeFailed", "Wipe", message)
-                .await;
+            self.event(&written, EventType::Warning, "WipeFailed", "Wipe", message);
         }
         Ok(empty(StatusCode::NO_CONTENT))
     }
@@ -743,14 +754,10 @@ impl AgentApi {
         Ok(empty(StatusCode::NO_CONTENT))
     }
 
-    async fn event(
-        &self,
-        server: &Server,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
+    /// Publishes an Event about `server` in the background: the agent's answer does not wait
+    /// for it (Events are best effort in Kubernetes too), which halves registration latency
+    /// when thousands of machines register at once.
+    fn event(&self, server: &Server, type_: EventType, reason: &str, action: &str, note: String) {
         let reference = server.object_ref(&());
         let event = Event {
             type_,
@@ -759,9 +766,13 @@ impl AgentApi {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &reference).await {
-            warn!(server = %server.name_any(), %error, reason, "could not publish an Event");
-        }
+        let recorder = self.recorder.clone();
+        let name = server.name_any();
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                warn!(server = %name, %error, reason = %event.reason, "could not publish an Event");
+            }
+        });
     }
 }
 

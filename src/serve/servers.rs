@@ -98,10 +98,25 @@ impl MachineLookup for ServerIndex {
 pub async fn update_status(
     api: &Api<Server>,
     name: &str,
+    change: impl FnMut(&Server, &mut ServerStatus) -> bool,
+) -> Result<Option<Server>, kube::Error> {
+    update_status_from(api, name, None, change).await
+}
+
+/// [`update_status`], starting from `latest` when the caller has just read or written the
+/// Server (saving a GET; a stale copy only costs a conflict and a retry).
+pub async fn update_status_from(
+    api: &Api<Server>,
+    name: &str,
+    mut latest: Option<Server>,
     mut change: impl FnMut(&Server, &mut ServerStatus) -> bool,
 ) -> Result<Option<Server>, kube::Error> {
     for _ in 0..STATUS_CONFLICT_RETRIES {
-        let Some(mut server) = api.get_opt(name).await? else {
+        let server = match latest.take() {
+            Some(server) => Some(server),
+            None => api.get_opt(name).await?,
+        };
+        let Some(mut server) = server else {
             return Ok(None);
         };
         let mut status = server.status.clone().unwrap_or_default();
