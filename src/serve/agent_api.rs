@@ -968,7 +968,14 @@ fn inventory_summary(hardware: &HardwareInformation) -> String {
         .memory
         .as_ref()
         .and_then(|m| m.total_size_bytes)
-        .map(|b| format!("{:.0} GiB", b as f64 / f64::from(1u32 << 30)))
+        .map(|b| {
+            // Small VMs and test rigs have less than a GiB; "0 GiB" would read as none.
+            if b < 1 << 30 {
+                format!("{} MiB", b >> 20)
+            } else {
+                format!("{:.0} GiB", b as f64 / f64::from(1u32 << 30))
+            }
+        })
         .unwrap_or_else(|| "unknown memory".into());
     let disks = hardware.storage.as_ref().map_or(0, |s| s.devices.len());
     let nics = hardware.network.as_ref().map_or(0, |n| n.interfaces.len());
@@ -1033,4 +1040,34 @@ fn empty(status: StatusCode) -> Response<Body> {
     );
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MemoryInformation, SystemInformation};
+
+    fn with_memory(bytes: u64) -> HardwareInformation {
+        HardwareInformation {
+            system: Some(SystemInformation {
+                manufacturer: Some("Dell Inc.".into()),
+                ..Default::default()
+            }),
+            memory: Some(MemoryInformation {
+                total_size_bytes: Some(bytes),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn summary_says_mib_below_a_gib_and_gib_above() {
+        assert_eq!(
+            inventory_summary(&with_memory(512 << 20)),
+            "Dell Inc., 0 CPU(s) / 0 cores, 512 MiB, 0 disk(s), 0 NIC(s)"
+        );
+        assert!(inventory_summary(&with_memory(256 << 30)).contains(", 256 GiB,"));
+        assert!(inventory_summary(&HardwareInformation::default()).contains("unknown memory"));
+    }
 }
