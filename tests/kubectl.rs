@@ -365,17 +365,33 @@ spec: {}
 ";
     let out = a.kubectl_stdin(&["create", "-f", "-"], Some(class));
     assert!(out.status.success(), "{}", stderr(&out));
+    // The ServerClass controller fills the lists: UUID_A is in use, UUID_B accepted and clean.
+    create_server(&a, UUID_B, "node-2", Some("rack-a"));
     a.kubectl_ok(&[
         "patch",
-        "serverclass",
-        "pool",
+        "server",
+        UUID_B,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"accepted":true}}"#,
+    ]);
+    a.kubectl_ok(&[
+        "patch",
+        "server",
+        UUID_B,
         "--subresource=status",
         "--type",
         "merge",
         "-p",
-        &format!(r#"{{"status":{{"serversAvailable":["{UUID_B}"],"serversInUse":["{UUID_A}"]}}}}"#),
+        r#"{"status":{"isClean":true}}"#,
     ]);
-    let out = a.kubectl_ok(&["get", "serverclasses"]);
+    let out = eventually(15, "the pool class to list both servers", || {
+        let out = a.kubectl_ok(&["get", "serverclasses"]);
+        out.lines()
+            .any(|l| l.starts_with("pool") && l.contains(UUID_A) && l.contains(UUID_B))
+            .then_some(out)
+    });
     assert_eq!(
         words(out.lines().next().unwrap_or_default()),
         ["NAME", "AVAILABLE", "IN", "USE", "AGE"],

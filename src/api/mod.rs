@@ -41,7 +41,8 @@ pub use self::server::{
     Bmc, CredentialSource, ManagementApi, PxeMode, SecretKeyRef, Server, ServerSpec, ServerStatus,
 };
 pub use self::serverclass::{
-    CpuInformation, Qualifiers, ServerClass, ServerClassSpec, ServerClassStatus,
+    CpuInformation, ExpressionOperator, QualifierExpression, Qualifiers, ServerClass,
+    ServerClassSpec, ServerClassStatus,
 };
 
 /// The CRD of every kind Siderite serves, Sidero's kinds first, in a fixed order.

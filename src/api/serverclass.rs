@@ -10,7 +10,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{BootFromDiskMethod, ConfigPatch};
+use super::common::{BootFromDiskMethod, Condition, ConfigPatch};
 use super::hardware::{HardwareInformation, SystemInformation};
 
 /// Desired state of a ServerClass.
@@ -83,6 +83,50 @@ pub struct Qualifiers {
     /// Label sets; a server matches one if it carries all of its labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub label_selectors: Vec<BTreeMap<String, String>>,
+    /// Siderite addition: requirements over the flattened inventory (keys such as
+    /// `compute.totalCoreCount` or `storage.devices[].type`, listed in docs/api.md), all of
+    /// which must hold, e.g. `{key: memory.totalSizeGiB, operator: Gte, values: ["256"]}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expressions: Vec<QualifierExpression>,
+}
+
+/// One requirement over the flattened inventory. For a list key (`…[]…`) it holds when any
+/// element satisfies it; `NotIn` and `DoesNotExist` hold when none does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QualifierExpression {
+    /// A flattened inventory key, e.g. `compute.totalCoreCount`.
+    pub key: String,
+    /// How the key's values are compared with `values`.
+    pub operator: ExpressionOperator,
+    /// Operands: one or more for In, NotIn and Matches (regular expressions), exactly one
+    /// number for Gt, Gte, Lt and Lte, none for Exists and DoesNotExist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// The operator of a [`QualifierExpression`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ExpressionOperator {
+    /// A value equals one of `values`.
+    #[default]
+    In,
+    /// No value equals any of `values` (also when the key is absent).
+    NotIn,
+    /// The key has a value.
+    Exists,
+    /// The key has no value.
+    DoesNotExist,
+    /// A value is a number greater than `values[0]`.
+    Gt,
+    /// A value is a number greater than or equal to `values[0]`.
+    Gte,
+    /// A value is a number less than `values[0]`.
+    Lt,
+    /// A value is a number less than or equal to `values[0]`.
+    Lte,
+    /// A value contains a match of one of the regular expressions in `values`.
+    Matches,
 }
 
 /// v1alpha1 processor qualifier.
@@ -107,28 +151,21 @@ pub struct ServerClassStatus {
     /// Names of matching servers that are allocated.
     #[serde(default)]
     pub servers_in_use: Vec<String>,
+    /// Siderite addition: `Valid` says whether the qualifiers compile (an invalid class
+    /// matches nothing, and the condition says why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The ServerClass from published Sidero cluster YAML, in the older qualifier list form.
-    const WORKER_LARGE: &str = r#"apiVersion: metal.sidero.dev/v1alpha2
-kind: ServerClass
-metadata:
-  name: worker-large
-spec:
-  qualifiers:
-    cpu:
-    - manufacturer: "AMD"
-      version: "EPYC.*"
-    systemInformation:
-    - manufacturer: "Dell Inc."
-  selector:
-    matchLabels:
-      rack: "rack-a"
-"#;
+    /// The seed ServerClass (DESIGN.md), in the v1alpha1 list form published cluster YAML uses.
+    const WORKER_LARGE: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/seed/worker-large.yaml"
+    ));
 
     #[test]
     fn legacy_qualifier_form_round_trips_unchanged() {

@@ -3,10 +3,12 @@
 //! Kubernetes API.
 
 pub mod server;
+pub mod serverclass;
 
 use tokio_util::sync::CancellationToken;
 
 /// Starts every controller; they stop when `shutdown` is cancelled.
 pub fn start(client: kube::Client, shutdown: CancellationToken) {
-    tokio::spawn(server::run(client, shutdown));
+    tokio::spawn(server::run(client.clone(), shutdown.clone()));
+    tokio::spawn(serverclass::run(client, shutdown));
 }

@@ -1,14 +1,16 @@
 //! The Server controller: keeps the `Accepted` condition true to `spec.accepted` once a server
 //! has been accepted, and raises an `Accepted` Event when an operator accepts one, so `kubectl describe server` tells the
 //! story (Registered → Accepted → Wiping → Clean) in order. Registration, wiping and cleanliness
-//! are written by the agent API, which has the facts first-hand.
+//! are written by the agent API, which has the facts first-hand. It also keeps the
+//! `hardware.siderite.dev/` labels (`policy::labels`) true to the inventory.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -16,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Condition, ConditionStatus, Server, find_condition, set_condition};
+use crate::policy::labels;
 use crate::serve::servers::update_status;
 
 /// Condition type for the operator's acceptance.
@@ -28,6 +31,8 @@ const RETRY: Duration = Duration::from_secs(5);
 pub enum ServerControllerError {
     #[error("writing the status of Server {server}: {source}")]
     Status { server: String, source: kube::Error },
+    #[error("writing the inventory labels of Server {server}: {source}")]
+    Labels { server: String, source: kube::Error },
 }
 
 struct Context {
@@ -88,6 +93,7 @@ async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ServerControllerError> {
     let name = server.name_any();
+    sync_inventory_labels(&server, &context.servers).await?;
     let accepted = server.spec.accepted;
     let current = server
         .status
@@ -138,6 +144,49 @@ async fn reconcile(
         }
     }
     Ok(Action::await_change())
+}
+
+/// Makes the `hardware.siderite.dev/` labels match the inventory: adds and updates them, and
+/// removes those the inventory no longer implies. Other labels are the operator's.
+async fn sync_inventory_labels(
+    server: &Server,
+    servers: &Api<Server>,
+) -> Result<(), ServerControllerError> {
+    let wanted = server
+        .spec
+        .hardware
+        .as_ref()
+        .map(labels::inventory_labels)
+        .unwrap_or_default();
+    let current: BTreeMap<String, String> = server
+        .labels()
+        .iter()
+        .filter(|(k, _)| k.starts_with(labels::PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if wanted == current || server.meta().deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let mut patch = serde_json::Map::new();
+    for key in current.keys().filter(|k| !wanted.contains_key(*k)) {
+        patch.insert(key.clone(), serde_json::Value::Null);
+    }
+    for (key, value) in wanted {
+        patch.insert(key, serde_json::Value::String(value));
+    }
+    let patch = serde_json::json!({ "metadata": { "labels": patch } });
+    servers
+        .patch(
+            &server.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| ServerControllerError::Labels {
+            server: server.name_any(),
+            source,
+        })?;
+    Ok(())
 }
 
 fn error_policy(

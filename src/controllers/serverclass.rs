@@ -1,0 +1,246 @@
+//! The ServerClass controller: keeps `status.serversAvailable` and `status.serversInUse` true to
+//! the Servers that a class selects (`policy::serverclass`), reports an invalid class in its
+//! `Valid` condition, and makes sure the built-in class `any` exists.
+//!
+//! Every Server change re-queues every class (the scheduler coalesces bursts); each reconcile
+//! matches the class against the Server cache of a reflector, not the API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::api::{
+    Condition, ConditionStatus, Server, ServerClass, ServerClassSpec, ServerClassStatus,
+    set_condition,
+};
+use crate::policy::serverclass::ClassMatcher;
+
+/// Condition type saying whether a class's qualifiers are valid.
+pub const VALID: &str = "Valid";
+/// The built-in class that selects every server (Sidero has it too).
+pub const ANY: &str = "any";
+
+/// Retry delay after a failed reconcile.
+const RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerClassControllerError {
+    #[error("writing the status of ServerClass {class}: {source}")]
+    Status { class: String, source: kube::Error },
+}
+
+struct Context {
+    classes: Api<ServerClass>,
+    servers: Store<Server>,
+}
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let classes: Api<ServerClass> = Api::all(client.clone());
+    let servers: Api<Server> = Api::all(client);
+    ensure_any(&classes).await;
+
+    let (server_store, writer) = reflector::store();
+    let server_cache =
+        reflector::reflector(writer, watcher(servers.clone(), watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(|_| async {});
+    tokio::spawn(server_cache);
+
+    let controller = Controller::new(classes.clone(), watcher::Config::default());
+    let class_store = controller.store();
+    let context = Arc::new(Context {
+        classes,
+        servers: server_store,
+    });
+    controller
+        .watches(
+            servers,
+            watcher::Config::default(),
+            move |_server: Server| {
+                class_store
+                    .state()
+                    .iter()
+                    .map(|class| ObjectRef::from_obj(&**class))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(%error, "serverclass reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// Creates the built-in class `any` (empty qualifiers: every server) unless it exists.
+async fn ensure_any(classes: &Api<ServerClass>) {
+    let any = ServerClass::new(ANY, ServerClassSpec::default());
+    match classes.create(&PostParams::default(), &any).await {
+        Ok(_) => info!("created the built-in ServerClass {ANY}"),
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => warn!(%error, "cannot create the built-in ServerClass {ANY}"),
+    }
+}
+
+/// What a class's status should be, given every known server: names sorted, available being
+/// the matching servers that are accepted, clean, not cordoned and not in use.
+pub fn class_status(
+    spec: &ServerClassSpec,
+    servers: &[Arc<Server>],
+    now: Time,
+) -> ServerClassStatus {
+    let mut status = ServerClassStatus::default();
+    let valid = match ClassMatcher::compile(spec) {
+        Err(error) => Condition::new(
+            VALID,
+            ConditionStatus::False,
+            "InvalidQualifiers",
+            format!("{error}; the class matches no server until this is fixed"),
+            now,
+        ),
+        Ok(matcher) => {
+            for server in servers.iter().filter(|s| matcher.matches(s)) {
+                let state = server.status.clone().unwrap_or_default();
+                let name = server.name_any();
+                if state.in_use {
+                    status.servers_in_use.push(name);
+                } else if server.spec.accepted && state.is_clean && !server.spec.cordoned {
+                    status.servers_available.push(name);
+                }
+            }
+            status.servers_available.sort();
+            status.servers_in_use.sort();
+            Condition::new(
+                VALID,
+                ConditionStatus::True,
+                "QualifiersCompiled",
+                "the qualifiers and selector are valid",
+                now,
+            )
+        }
+    };
+    set_condition(&mut status.conditions, valid);
+    status
+}
+
+async fn reconcile(
+    class: Arc<ServerClass>,
+    context: Arc<Context>,
+) -> Result<Action, ServerClassControllerError> {
+    let name = class.name_any();
+    let servers = context.servers.state();
+    let mut wanted = class_status(&class.spec, &servers, Time(jiff::Timestamp::now()));
+    let current = class.status.clone().unwrap_or_default();
+    // Keep the transition time of an unchanged condition.
+    let mut conditions = current.conditions.clone();
+    for condition in wanted.conditions.drain(..) {
+        set_condition(&mut conditions, condition);
+    }
+    wanted.conditions = conditions;
+    if wanted == current {
+        return Ok(Action::await_change());
+    }
+    let patch = serde_json::json!({ "status": wanted });
+    context
+        .classes
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| ServerClassControllerError::Status {
+            class: name.clone(),
+            source,
+        })?;
+    debug!(class = %name, available = wanted.servers_available.len(), in_use = wanted.servers_in_use.len(), "serverclass status written");
+    Ok(Action::await_change())
+}
+
+fn error_policy(
+    class: Arc<ServerClass>,
+    error: &ServerClassControllerError,
+    _context: Arc<Context>,
+) -> Action {
+    warn!(class = %class.name_any(), %error, "serverclass reconcile failed; retrying");
+    Action::requeue(RETRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ServerSpec, ServerStatus};
+
+    fn server(
+        name: &str,
+        accepted: bool,
+        clean: bool,
+        cordoned: bool,
+        in_use: bool,
+    ) -> Arc<Server> {
+        let mut server = Server::new(
+            name,
+            ServerSpec {
+                accepted,
+                cordoned,
+                ..Default::default()
+            },
+        );
+        server.status = Some(ServerStatus {
+            is_clean: clean,
+            in_use,
+            ..Default::default()
+        });
+        Arc::new(server)
+    }
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn available_means_accepted_clean_uncordoned_and_free() {
+        let servers = [
+            server("b-free", true, true, false, false),
+            server("a-free", true, true, false, false),
+            server("dirty", true, false, false, false),
+            server("unaccepted", false, true, false, false),
+            server("cordoned", true, true, true, false),
+            server("bound", true, false, false, true),
+        ];
+        let status = class_status(&ServerClassSpec::default(), &servers, now());
+        assert_eq!(status.servers_available, ["a-free", "b-free"]);
+        assert_eq!(status.servers_in_use, ["bound"]);
+        assert_eq!(status.conditions[0].status, ConditionStatus::True);
+    }
+
+    #[test]
+    fn invalid_class_matches_nothing_and_says_why() {
+        let mut spec = ServerClassSpec::default();
+        spec.qualifiers.cpu.push(crate::api::CpuInformation {
+            manufacturer: None,
+            version: Some("EPYC[".into()),
+        });
+        let servers = [server("free", true, true, false, false)];
+        let status = class_status(&spec, &servers, now());
+        assert!(status.servers_available.is_empty());
+        let valid = &status.conditions[0];
+        assert_eq!(valid.status, ConditionStatus::False);
+        assert!(
+            valid
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("EPYC[")),
+            "{valid:?}"
+        );
+    }
+}
