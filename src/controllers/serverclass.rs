@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -49,13 +49,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     let servers: Api<Server> = Api::all(client);
     ensure_any(&classes).await;
 
-    let (server_store, writer) = reflector::store();
-    let server_cache =
-        reflector::reflector(writer, watcher(servers.clone(), watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .for_each(|_| async {});
-    tokio::spawn(server_cache);
+    let server_store = super::server_cache(servers.clone());
 
     let controller = Controller::new(classes.clone(), watcher::Config::default());
     let class_store = controller.store();

@@ -1,7 +1,8 @@
 //! Pure decisions over data: what a machine boots, which servers a ServerClass selects and
-//! (later) which server a MetalMachine gets. No I/O, no clock: callers pass in what they know.
+//! in which order a MetalMachine tries the eligible ones. No I/O, no clock: callers pass in what they know.
 
 pub mod agent;
+pub mod allocate;
 pub mod boot;
 pub mod identity;
 pub mod labels;
