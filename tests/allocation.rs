@@ -2,7 +2,8 @@
 //! (the appliance, and a second `siderite serve --kubeconfig` pointed at it) and no leader
 //! election: 50 MetalMachines race for 40 eligible servers; 40 get one each through their
 //! ServerBinding locks, 10 wait and say why, no server is bound twice. Deleting a MetalMachine
-//! frees its server dirty; once wiped (clean), a waiting machine gets it.
+//! frees its server dirty; once wiped (clean), a waiting machine gets it. A MetalCluster is
+//! ready once it names its control plane endpoint.
 
 mod common;
 
@@ -307,4 +308,45 @@ async fn fifty_machines_race_for_forty_servers_across_two_replicas() {
             .any(|m| m.metadata.name.as_deref() == Some(taker.as_str()))
     );
     drop(replica);
+}
+
+#[test]
+fn metal_cluster_is_ready_once_it_names_its_control_plane_endpoint() {
+    let appliance = Appliance::start();
+    let file = appliance.file(
+        "cluster.yaml",
+        r#"apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
+kind: MetalCluster
+metadata: {name: prod, namespace: default}
+spec: {}
+"#,
+    );
+    appliance.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let status = |appliance: &Appliance| -> serde_json::Value {
+        let text = appliance.kubectl_ok(&["get", "metalcluster", "prod", "-o", "json"]);
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["status"].clone()
+    };
+    let reason = common::eventually(15, "a Ready condition", || {
+        status(&appliance)["conditions"][0]["reason"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    assert_eq!(reason, "MissingControlPlaneEndpoint");
+    assert_eq!(status(&appliance)["ready"], false);
+    appliance.kubectl_ok(&[
+        "patch",
+        "metalcluster",
+        "prod",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"controlPlaneEndpoint":{"host":"10.0.0.100","port":6443}}}"#,
+    ]);
+    common::eventually(15, "the MetalCluster ready", || {
+        let s = status(&appliance);
+        (s["ready"] == true
+            && s["initialization"]["provisioned"] == true
+            && s["apiEndpoints"][0]["host"] == "10.0.0.100")
+            .then_some(())
+    });
 }

@@ -195,13 +195,18 @@ async fn crud_on_namespaced_metal_machine_and_config_map() {
             .await
             .expect("create MetalMachine");
         assert_eq!(created.metadata.namespace.as_deref(), Some("default"));
-        let mut got = machines.get("mm1").await.expect("get");
-        assert_eq!(got.spec.provider_id.as_deref(), Some("sidero://a"));
-        got.spec.provider_id = Some("sidero://b".into());
-        let replaced = machines
-            .replace("mm1", &PostParams::default(), &got)
-            .await
-            .expect("replace");
+        // The MetalMachine controller adds its finalizer meanwhile, so a replace may meet a
+        // newer resourceVersion (409) and is retried on a fresh read, as clients do.
+        let replaced = loop {
+            let mut got = machines.get("mm1").await.expect("get");
+            assert_eq!(got.spec.provider_id.as_deref(), Some("sidero://a"));
+            got.spec.provider_id = Some("sidero://b".into());
+            match machines.replace("mm1", &PostParams::default(), &got).await {
+                Ok(replaced) => break replaced,
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(error) => panic!("replace: {error}"),
+            }
+        };
         assert_eq!(replaced.spec.provider_id.as_deref(), Some("sidero://b"));
         // The same name in another namespace is another object.
         let elsewhere: Api<MetalMachine> = Api::namespaced(client.clone(), "other");
@@ -220,7 +225,15 @@ async fn crud_on_namespaced_metal_machine_and_config_map() {
             .delete("mm1", &DeleteParams::default())
             .await
             .expect("delete");
-        assert!(machines.get_opt("mm1").await.expect("get_opt").is_none());
+        // Gone once the controller has run its finalizer (it has no server to release).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while machines.get_opt("mm1").await.expect("get_opt").is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mm1 was never deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "other");
         cms.create(&PostParams::default(), &config_map("cm", &[]))

@@ -2,6 +2,7 @@
 //! appliance uses (embedded or a real cluster). They read and write resources only through the
 //! Kubernetes API.
 
+pub mod metalcluster;
 pub mod metalmachine;
 pub mod server;
 pub mod serverclass;
@@ -18,6 +19,7 @@ use crate::api::Server;
 pub fn start(client: kube::Client, shutdown: CancellationToken) {
     tokio::spawn(server::run(client.clone(), shutdown.clone()));
     tokio::spawn(serverclass::run(client.clone(), shutdown.clone()));
+    tokio::spawn(metalcluster::run(client.clone(), shutdown.clone()));
     tokio::spawn(metalmachine::run(client, shutdown));
 }
 
