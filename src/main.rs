@@ -133,9 +133,12 @@ enum BenchCommand {
     Agents(siderite::bench::agents::AgentsBenchArgs),
 }
 
+/// The CRDs the embedded API server serves: Siderite's, and the Cluster API stand-ins (a real
+/// management cluster has the real ones).
 fn crd_values() -> anyhow::Result<Vec<serde_json::Value>> {
     siderite::api::all_crds()
         .into_iter()
+        .chain(siderite::api::capi_stand_in_crds())
         .map(|c| serde_json::to_value(c).context("serializing a CRD"))
         .collect()
 }

@@ -75,12 +75,8 @@ async fn bound(machines: &Api<MetalMachine>) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_machines_race_for_forty_servers_across_two_replicas() {
+    // The embedded mode serves the stand-in Cluster and Machine CRDs itself.
     let appliance = Appliance::start();
-    let crds = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/manifests/testing/capi-stand-in-crds.yaml"
-    );
-    appliance.kubectl_ok(&["apply", "-f", crds]);
     let replica_state = appliance.dir.path().join("replica");
     let replica = Replica(
         Command::new(env!("CARGO_BIN_EXE_siderite"))

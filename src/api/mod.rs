@@ -58,6 +58,13 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
+/// The stand-in CRDs for Cluster API's `Cluster` and `Machine` (`manifests/testing/`), which
+/// the embedded mode serves so that cluster YAML applies without Cluster API installed.
+pub fn capi_stand_in_crds() -> Vec<CustomResourceDefinition> {
+    const YAML: &str = include_str!("../../manifests/testing/capi-stand-in-crds.yaml");
+    serde_saphyr::from_multiple(YAML).expect("manifests/testing/capi-stand-in-crds.yaml parses")
+}
+
 /// Every CRD as a multi-document YAML stream, each document starting with `---`; the content
 /// of `manifests/crds/siderite-crds.yaml`.
 pub fn crds_yaml() -> String {
@@ -88,6 +95,18 @@ mod tests {
             crds_yaml() == COMMITTED,
             "manifests/crds/siderite-crds.yaml is out of date: \
              run `cargo run -- crds > manifests/crds/siderite-crds.yaml`"
+        );
+    }
+
+    #[test]
+    fn stand_in_crds_are_cluster_and_machine() {
+        let names: Vec<String> = capi_stand_in_crds()
+            .into_iter()
+            .filter_map(|crd| crd.metadata.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["clusters.cluster.x-k8s.io", "machines.cluster.x-k8s.io"]
         );
     }
 
