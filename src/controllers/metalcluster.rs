@@ -127,10 +127,7 @@ fn error_policy(
 mod tests {
     use super::*;
     use crate::api::ApiEndpoint;
-
-    fn at(seconds: i64) -> Time {
-        Time(jiff::Timestamp::from_second(seconds).expect("valid timestamp"))
-    }
+    use crate::controllers::tests::at;
 
     #[test]
     fn ready_with_an_endpoint_and_says_what_is_missing_without() {

@@ -356,14 +356,7 @@ async fn allocate(
     let candidates: Vec<Candidate> = servers
         .iter()
         .filter(|s| {
-            let status = s.status.clone().unwrap_or_default();
-            s.spec.accepted
-                && !s.spec.cordoned
-                && status.is_clean
-                && !status.in_use
-                && s.meta().deletion_timestamp.is_none()
-                && !bound.contains_key(&s.name_any())
-                && matcher.matches(s)
+            allocate::is_available(s) && !bound.contains_key(&s.name_any()) && matcher.matches(s)
         })
         .map(|s| Candidate {
             name: s.name_any(),
@@ -376,7 +369,7 @@ async fn allocate(
         })
         .collect();
     for candidate in allocate::order(&candidates, failure_domain, &per_domain) {
-        let binding = new_binding(machine, &candidate.name, cluster, class_ref);
+        let binding = new_binding(machine, &candidate.name, cluster, Some(class_ref));
         match context
             .bindings
             .create(&PostParams::default(), &binding)
@@ -470,12 +463,12 @@ fn new_binding(
     machine: &MetalMachine,
     server: &str,
     cluster: &str,
-    class_ref: &ObjectReference,
+    class_ref: Option<&ObjectReference>,
 ) -> ServerBinding {
     let mut binding = ServerBinding::new(
         server,
         ServerBindingSpec {
-            server_class_ref: Some(class_ref.clone()),
+            server_class_ref: class_ref.cloned(),
             metal_machine_ref: machine_reference(machine),
             ..Default::default()
         },
@@ -533,9 +526,12 @@ async fn provisioned(
                 .get(CLUSTER_NAME_LABEL)
                 .cloned()
                 .unwrap_or_default();
-            let class = machine.spec.server_class_ref.clone().unwrap_or_default();
-            let mut binding = new_binding(machine, server, &cluster, &class);
-            binding.spec.server_class_ref = machine.spec.server_class_ref.clone();
+            let binding = new_binding(
+                machine,
+                server,
+                &cluster,
+                machine.spec.server_class_ref.as_ref(),
+            );
             match context
                 .bindings
                 .create(&PostParams::default(), &binding)

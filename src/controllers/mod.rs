@@ -34,3 +34,13 @@ pub fn server_cache(servers: Api<Server>) -> Store<Server> {
     tokio::spawn(feed);
     store
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    /// `seconds` after the Unix epoch, for condition timestamps in tests.
+    pub(crate) fn at(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(seconds).expect("valid timestamp"))
+    }
+}

@@ -201,10 +201,7 @@ fn error_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(seconds: i64) -> Time {
-        Time(jiff::Timestamp::from_second(seconds).expect("valid timestamp"))
-    }
+    use crate::controllers::tests::at;
 
     #[test]
     fn unaccepted_condition_tells_the_operator_the_command() {

@@ -22,6 +22,7 @@ use crate::api::{
     Condition, ConditionStatus, Server, ServerClass, ServerClassSpec, ServerClassStatus,
     set_condition,
 };
+use crate::policy::allocate;
 use crate::policy::serverclass::ClassMatcher;
 
 /// Condition type saying whether a class's qualifiers are valid.
@@ -107,12 +108,10 @@ pub fn class_status(
         ),
         Ok(matcher) => {
             for server in servers.iter().filter(|s| matcher.matches(s)) {
-                let state = server.status.clone().unwrap_or_default();
-                let name = server.name_any();
-                if state.in_use {
-                    status.servers_in_use.push(name);
-                } else if server.spec.accepted && state.is_clean && !server.spec.cordoned {
-                    status.servers_available.push(name);
+                if allocate::is_in_use(server) {
+                    status.servers_in_use.push(server.name_any());
+                } else if allocate::is_available(server) {
+                    status.servers_available.push(server.name_any());
                 }
             }
             status.servers_available.sort();
@@ -173,6 +172,7 @@ fn error_policy(
 mod tests {
     use super::*;
     use crate::api::{ServerSpec, ServerStatus};
+    use crate::controllers::tests::at;
 
     fn server(
         name: &str,
@@ -197,10 +197,6 @@ mod tests {
         Arc::new(server)
     }
 
-    fn now() -> Time {
-        Time(jiff::Timestamp::UNIX_EPOCH)
-    }
-
     #[test]
     fn available_means_accepted_clean_uncordoned_and_free() {
         let servers = [
@@ -211,7 +207,7 @@ mod tests {
             server("cordoned", true, true, true, false),
             server("bound", true, false, false, true),
         ];
-        let status = class_status(&ServerClassSpec::default(), &servers, now());
+        let status = class_status(&ServerClassSpec::default(), &servers, at(0));
         assert_eq!(status.servers_available, ["a-free", "b-free"]);
         assert_eq!(status.servers_in_use, ["bound"]);
         assert_eq!(status.conditions[0].status, ConditionStatus::True);
@@ -225,7 +221,7 @@ mod tests {
             version: Some("EPYC[".into()),
         });
         let servers = [server("free", true, true, false, false)];
-        let status = class_status(&spec, &servers, now());
+        let status = class_status(&spec, &servers, at(0));
         assert!(status.servers_available.is_empty());
         let valid = &status.conditions[0];
         assert_eq!(valid.status, ConditionStatus::False);

@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::api::Server;
+
 /// The label naming a server's failure domain (a rack, a room, a power feed).
 pub const FAILURE_DOMAIN_LABEL: &str = "siderite.dev/failure-domain";
 /// Also honoured: the well-known zone label, for sites that already label servers with it.
@@ -28,6 +30,21 @@ pub struct Candidate {
     pub failure_domain: Option<String>,
     /// When it was last released, in Unix seconds; `None` when never.
     pub released_at: Option<i64>,
+}
+
+/// Whether `server` may be handed out: accepted, clean, not cordoned, not in use and not being
+/// deleted. A ServerClass lists exactly these matching servers as available.
+pub fn is_available(server: &Server) -> bool {
+    let status = server.status.as_ref();
+    server.spec.accepted
+        && !server.spec.cordoned
+        && status.is_some_and(|s| s.is_clean && !s.in_use)
+        && server.metadata.deletion_timestamp.is_none()
+}
+
+/// Whether `server` is bound to a machine (`status.inUse`).
+pub fn is_in_use(server: &Server) -> bool {
+    server.status.as_ref().is_some_and(|s| s.in_use)
 }
 
 /// The failure domain of a server with `labels`: [`FAILURE_DOMAIN_LABEL`], else [`ZONE_LABEL`].

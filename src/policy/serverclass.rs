@@ -128,8 +128,9 @@ impl ClassMatcher {
     /// Whether `server` qualifies (its inventory and labels only; whether it is free is the
     /// allocator's business).
     pub fn matches(&self, server: &Server) -> bool {
-        let labels = server.metadata.labels.clone().unwrap_or_default();
-        if !self.selector.matches(&labels) {
+        let no_labels = BTreeMap::new();
+        let labels = server.metadata.labels.as_ref().unwrap_or(&no_labels);
+        if !self.selector.matches(labels) {
             return false;
         }
         if !self.label_sets.is_empty()
@@ -140,8 +141,11 @@ impl ClassMatcher {
         {
             return false;
         }
-        let hardware = server.spec.hardware.clone().unwrap_or_default();
-        let inventory = to_value(&hardware);
+        // Serialized once, for the structural patterns and the flattened keys alike.
+        let inventory = match &server.spec.hardware {
+            Some(hardware) => to_value(hardware),
+            None => Value::Object(Default::default()),
+        };
         let any = |patterns: &[Pattern], value: &Value| {
             patterns.is_empty() || patterns.iter().any(|p| p.matches(value))
         };
@@ -162,7 +166,7 @@ impl ClassMatcher {
         if self.expressions.is_empty() {
             return true;
         }
-        let flat = flatten(&hardware);
+        let flat = flatten_value(&inventory);
         self.expressions.iter().all(|e| e.holds(&flat))
     }
 }
@@ -352,8 +356,13 @@ const GIB_KEYS: [(&str, &str); 3] = [
 /// JSON path, with `[]` for list elements (`storage.devices[].type`), numbers and booleans as
 /// text, plus `memory.totalSizeGiB`, `storage.totalSizeGiB` and `storage.devices[].sizeGiB`.
 pub fn flatten(hardware: &HardwareInformation) -> Flattened {
+    flatten_value(&to_value(hardware))
+}
+
+/// [`flatten`] of an inventory already serialized to JSON.
+fn flatten_value(inventory: &Value) -> Flattened {
     let mut flat = Flattened::new();
-    walk(&to_value(hardware), String::new(), &mut flat);
+    walk(inventory, String::new(), &mut flat);
     for (bytes_key, gib_key) in GIB_KEYS {
         if let Some(values) = flat.get(bytes_key) {
             let gib: Vec<String> = values

@@ -659,6 +659,7 @@ pub fn handle(bytes: &[u8], port: Port, cfg: &ProxyConfig) -> Result<Reply, Igno
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::dhcp_wire::tests::hex;
     use dhcproto::v4::{DhcpOption, Message, MessageType};
     use dhcproto::{Decodable, Encodable};
     use proptest::prelude::*;
@@ -676,15 +677,6 @@ mod tests {
             arm64_available: true,
             ..cfg()
         }
-    }
-
-    /// Hex digits to bytes; whitespace is ignored.
-    fn hex(text: &str) -> Vec<u8> {
-        let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
     }
 
     /// A BOOTREQUEST: the first 28 header bytes (op … giaddr), the 6-byte MAC, then the rest of

@@ -570,21 +570,13 @@ fn parse_reply(bytes: &[u8], mac: &[u8; 6], xid: u32) -> Result<Reply, Ignored> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::dhcp_wire::tests::hex;
     use proptest::prelude::*;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
     const XID: u32 = 0x1234_5678;
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
     const OFFERED: [u8; 4] = [10, 99, 0, 123];
-
-    /// Hex digits to bytes; whitespace is ignored.
-    fn hex(text: &str) -> Vec<u8> {
-        let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
-    }
 
     /// A BOOTREPLY with `xid`, `chaddr` = `mac`, `yiaddr`, broadcast flag, and `options`
     /// (which end with ff).

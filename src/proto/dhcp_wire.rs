@@ -445,13 +445,22 @@ impl Builder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use dhcproto::Decodable;
     use dhcproto::v4::{DhcpOption, Message, OptionCode};
     use proptest::prelude::*;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+    /// Hex digits to bytes, whitespace ignored: how the DHCP tests write golden packets.
+    pub(crate) fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
 
     #[test]
     fn built_message_decodes_with_an_independent_decoder() {
