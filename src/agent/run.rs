@@ -292,6 +292,11 @@ async fn follow(
                 ship_logs(client, &server, &boot_id, console).await;
                 return Finish::PowerOff;
             }
+            Ok(Directive::Deploy { image, .. }) => {
+                // Image deployment lands with `agent::image`; until then say so and wait.
+                warn!(url = %image.url, "this agent cannot deploy disk images yet");
+                tokio::time::sleep(RETRY).await;
+            }
             Ok(Directive::Reboot) => {
                 info!("the appliance says: reboot");
                 ship_logs(client, &server, &boot_id, console).await;

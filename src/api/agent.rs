@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::environment::{ImageCompression, ImageFormat, RootDeviceHints};
 use super::hardware::HardwareInformation;
 
 /// Path prefix of every agent API route.
@@ -78,7 +79,12 @@ impl std::fmt::Display for WipeMode {
 /// `GET /agent/v1/servers/{name}/directive?wait=<seconds>`: what the agent must do next. The
 /// appliance holds the request (long poll) while the answer is `wait`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    tag = "action",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
 pub enum Directive {
     /// Nothing to do yet (not accepted): ask again.
     Wait,
@@ -88,6 +94,73 @@ pub enum Directive {
     PowerOff,
     /// Reboot (e.g. so that the machine netboots its allocated environment).
     Reboot,
+    /// Write a disk image and a NoCloud config drive, then report with `deployed`.
+    Deploy {
+        image: ImageDeployment,
+        config_drive: ConfigDriveSource,
+    },
+}
+
+/// The image an allocated server's agent writes to its disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageDeployment {
+    /// Where the agent downloads the image: the appliance's verified cache, by IP.
+    pub url: String,
+    /// Checksum of the file at `url` (before decompression).
+    pub checksum: ImageChecksum,
+    pub format: ImageFormat,
+    pub compression: ImageCompression,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_device_hints: Option<RootDeviceHints>,
+}
+
+/// A hex digest and its algorithm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "algorithm", content = "hex", rename_all = "lowercase")]
+pub enum ImageChecksum {
+    Sha256(String),
+    Sha512(String),
+}
+
+/// Where the agent gets the config drive's files: `url` is a NoCloud seed URL ending in `/`,
+/// to which `user-data`, `meta-data`, `vendor-data` and `network-config` are appended (it
+/// carries the allocation's token, so it is a secret: never log it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigDriveSource {
+    pub url: String,
+}
+
+/// `POST /agent/v1/servers/{name}/deployed`: the outcome of a `deploy` directive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeployReport {
+    pub boot_id: String,
+    /// The image URL of the directive this report answers.
+    pub url: String,
+    pub result: DeployResult,
+}
+
+/// What a deployment did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "status",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum DeployResult {
+    /// The image is on `device` (kernel name), verified by reading it back, and the config
+    /// drive is partition `config_drive_partition` of that disk.
+    Deployed {
+        device: String,
+        image_bytes: u64,
+        config_drive_partition: u32,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// `POST /agent/v1/servers/{name}/progress`: wipe progress.
@@ -192,6 +265,33 @@ mod tests {
         let off: Directive =
             serde_json::from_str(r#"{"action":"powerOff"}"#).expect("valid directive");
         assert_eq!(off, Directive::PowerOff);
+    }
+
+    #[test]
+    fn deploy_directive_wire_form() {
+        let deploy: Directive = serde_json::from_value(serde_json::json!({
+            "action": "deploy",
+            "image": {
+                "url": "http://10.0.0.1:8081/images/abc",
+                "checksum": {"algorithm": "sha256", "hex": "00ff"},
+                "format": "qcow2",
+                "compression": "zstd",
+                "rootDeviceHints": {"serial": "S1", "minSizeGigabytes": 8}
+            },
+            "configDrive": {"url": "http://10.0.0.1:8081/nocloud/u/t/"}
+        }))
+        .expect("valid deploy directive");
+        let Directive::Deploy { image, .. } = deploy else {
+            panic!("not a deploy directive: {deploy:?}");
+        };
+        assert_eq!(image.checksum, ImageChecksum::Sha256("00ff".into()));
+        assert_eq!(image.format, ImageFormat::Qcow2);
+        assert_eq!(image.compression, ImageCompression::Zstd);
+        let hints = image.root_device_hints.expect("hints present");
+        assert_eq!(
+            (hints.serial.as_deref(), hints.min_size_gigabytes),
+            (Some("S1"), Some(8))
+        );
     }
 
     #[test]

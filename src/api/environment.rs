@@ -53,6 +53,78 @@ pub struct EnvironmentSpec {
     /// Initial ramdisk.
     #[serde(default)]
     pub initrd: Initrd,
+    /// A disk image to write to the server's disk (Siderite extension). When set, an allocated
+    /// server boots the discovery agent, which writes this image and a NoCloud `CIDATA` config
+    /// drive, and the server then boots from its disk; `kernel` and `initrd` are not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<DiskImage>,
+}
+
+/// A disk image (e.g. a kubeadm node image) and how to find the disk it goes to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskImage {
+    /// Where to download the image from (the appliance caches it and serves it to the agent).
+    pub url: String,
+    /// Expected SHA-512 of the file at `url` (as downloaded, before decompression), hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
+    /// Expected SHA-256 of the file at `url`, hex; used when `sha512` is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Image format after decompression.
+    #[serde(default)]
+    pub format: ImageFormat,
+    /// How the file at `url` is compressed.
+    #[serde(default)]
+    pub compression: ImageCompression,
+    /// Which disk receives the image; without hints, the smallest writable, non-removable disk
+    /// of at least the image's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_device_hints: Option<RootDeviceHints>,
+}
+
+/// Format of a disk image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// Written byte for byte.
+    #[default]
+    Raw,
+    /// QEMU copy-on-write v2/v3, converted to raw while it is written.
+    Qcow2,
+}
+
+/// Compression of a disk image file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageCompression {
+    #[default]
+    None,
+    Gz,
+    Xz,
+    Zstd,
+}
+
+/// Root device hints (the names Ironic/Metal3 operators know); every given hint must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RootDeviceHints {
+    /// Kernel device name, with or without `/dev/` (e.g. `/dev/sda`, `nvme0n1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// The disk's serial number, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The disk's World Wide Name, exactly (e.g. `0x5000c500a1b2c3d4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    /// Smallest acceptable size, in GB (10^9 bytes, as Ironic counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size_gigabytes: Option<u64>,
+    /// `true`: only spinning disks; `false`: only solid-state disks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotational: Option<bool>,
 }
 
 /// A kernel image and its command line.

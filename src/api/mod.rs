@@ -30,7 +30,8 @@ pub use self::common::{
     find_condition, set_condition,
 };
 pub use self::environment::{
-    AssetCondition, Environment, EnvironmentSpec, EnvironmentStatus, Initrd, Kernel,
+    AssetCondition, DiskImage, Environment, EnvironmentSpec, EnvironmentStatus, ImageCompression,
+    ImageFormat, Initrd, Kernel, RootDeviceHints,
 };
 pub use self::hardware::{
     BaseboardInformation, BiosInformation, ChassisInformation, ComputeInformation,
