@@ -253,6 +253,7 @@ fn boot_plane_config(args: &ServeArgs) -> anyhow::Result<siderite::serve::BootPl
         tftp_max_transfers: args.tftp_max_transfers,
         disk_method: siderite::policy::boot::BootFromDiskMethod::IpxeExit,
         discovery_dir,
+        environment_cache: args.state_dir.join("environments"),
         agent: siderite::serve::agent_api::AgentApiConfig {
             auto_accept: args.auto_accept_servers,
             wipe_mode: args.wipe_mode,

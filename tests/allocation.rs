@@ -11,9 +11,8 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Appliance;
+use common::{Appliance, capi, ready_cluster, wait_for};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
 use siderite::api::{MetalMachine, Server, ServerBinding};
 
@@ -28,33 +27,6 @@ impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn capi(client: &kube::Client, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta1", kind);
-    Api::namespaced_with(
-        client.clone(),
-        NS,
-        &ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
-}
-
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    secs: u64,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -115,25 +87,7 @@ async fn fifty_machines_race_for_forty_servers_across_two_replicas() {
             .await
             .unwrap();
     }
-    let clusters = capi(&client, "Cluster", "clusters");
-    let cluster: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
-        "metadata": {"name": "prod", "namespace": NS},
-        "spec": {},
-    }))
-    .unwrap();
-    clusters
-        .create(&PostParams::default(), &cluster)
-        .await
-        .unwrap();
-    clusters
-        .patch_status(
-            "prod",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"infrastructureReady": true}})),
-        )
-        .await
-        .unwrap();
+    ready_cluster(&client, "prod").await;
 
     // Cluster API's side: a Machine with bootstrap data, owning its MetalMachine.
     let machine_api = capi(&client, "Machine", "machines");

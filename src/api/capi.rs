@@ -288,6 +288,11 @@ pub struct ServerBindingSpec {
     pub hostname: Option<String>,
 }
 
+/// Annotation on a `ServerBinding`: the allocation's metadata token. The boot plane puts it on
+/// the server's kernel command line (or in its config drive), and the metadata server hands out
+/// bootstrap data only to requests that carry it; a new allocation gets a new token.
+pub const METADATA_TOKEN_ANNOTATION: &str = "siderite.dev/metadata-token";
+
 /// SideroLink tunnel endpoint of a node, kept so Sidero-written bindings read back unchanged.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

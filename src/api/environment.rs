@@ -158,7 +158,8 @@ pub struct Initrd {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentStatus {
-    /// One condition per asset; the Environment is ready when every asset URL is `Ready`.
+    /// One condition per asset (kernel, initrd, image); the Environment is ready when every
+    /// asset's condition is `Ready` = `True`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<AssetCondition>,
 }
@@ -178,6 +179,13 @@ pub struct AssetCondition {
     /// Condition type; `Ready` once the asset is downloaded and verified.
     #[serde(rename = "type")]
     pub type_: String,
+    /// One CamelCase word saying why (Siderite extension): `Verified`, `Unverified` (no
+    /// checksum given), `Downloading`, `ChecksumMismatch`, `DownloadFailed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened, for the operator (e.g. expected and actual checksums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[cfg(test)]

@@ -20,10 +20,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use self::capi::{
-    ApiEndpoint, Initialization, MetalCluster, MetalClusterSpec, MetalClusterStatus, MetalMachine,
-    MetalMachineSpec, MetalMachineStatus, MetalMachineTemplate, MetalMachineTemplateResource,
-    MetalMachineTemplateSpec, ServerBinding, ServerBindingSpec, ServerBindingStatus,
-    SideroLinkSpec,
+    ApiEndpoint, Initialization, METADATA_TOKEN_ANNOTATION, MetalCluster, MetalClusterSpec,
+    MetalClusterStatus, MetalMachine, MetalMachineSpec, MetalMachineStatus, MetalMachineTemplate,
+    MetalMachineTemplateResource, MetalMachineTemplateSpec, ServerBinding, ServerBindingSpec,
+    ServerBindingStatus, SideroLinkSpec,
 };
 pub use self::common::{
     BootFromDiskMethod, Condition, ConditionSeverity, ConditionStatus, ConfigPatch, PatchOp,
@@ -39,7 +39,8 @@ pub use self::hardware::{
     PciDevice, PciInformation, Processor, StorageDevice, StorageInformation, SystemInformation,
 };
 pub use self::server::{
-    Bmc, CredentialSource, ManagementApi, PxeMode, SecretKeyRef, Server, ServerSpec, ServerStatus,
+    Bmc, CredentialSource, INSTALLED_CONDITION, ManagementApi, PxeMode, SecretKeyRef, Server,
+    ServerSpec, ServerStatus,
 };
 pub use self::serverclass::{
     CpuInformation, ExpressionOperator, QualifierExpression, Qualifiers, ServerClass,

@@ -176,6 +176,12 @@ pub enum PxeMode {
     Uefi,
 }
 
+/// Server condition: the allocated server's OS is installed, so it boots from disk (unless
+/// `pxeBootAlways`). Reasons: `Delivered` (kernel, initramfs and bootstrap data were all
+/// served), `ImageWritten` (the agent wrote and verified the Environment's disk image),
+/// `Reported` (the OS phoned home). Cleared when the server is released.
+pub const INSTALLED_CONDITION: &str = "Installed";
+
 /// Observed state of a Server.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -28,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::api::{
-    Condition, ConditionStatus, Initialization, MetalMachine, MetalMachineStatus, Server,
-    ServerBinding, ServerBindingSpec, ServerClass, set_condition,
+    Condition, ConditionStatus, INSTALLED_CONDITION, Initialization, METADATA_TOKEN_ANNOTATION,
+    MetalMachine, MetalMachineStatus, Server, ServerBinding, ServerBindingSpec, ServerClass,
+    set_condition,
 };
 use crate::policy::allocate::{self, Candidate};
 use crate::policy::serverclass::ClassMatcher;
@@ -477,6 +478,17 @@ fn new_binding(
         .labels_mut()
         .insert(CLUSTER_NAME_LABEL.to_owned(), cluster.to_owned());
     binding
+        .annotations_mut()
+        .insert(METADATA_TOKEN_ANNOTATION.to_owned(), metadata_token());
+    binding
+}
+
+/// A fresh allocation token: 256 random bits, URL-safe (it goes into URLs and kernel
+/// arguments unescaped).
+fn metadata_token() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn machine_reference(machine: &MetalMachine) -> ObjectReference {
@@ -673,9 +685,15 @@ async fn release(machine: &MetalMachine, context: &Context) -> Result<Action, Me
             Err(error) => return Err(kube_error(machine, "deleting the ServerBinding")(error)),
         }
         update_status(&context.server_api, &server, |_, status| {
-            let changed = status.in_use || status.is_clean;
+            let installed = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == INSTALLED_CONDITION);
+            let changed = status.in_use || status.is_clean || installed;
             status.in_use = false;
             status.is_clean = false;
+            // The next allocation installs afresh.
+            status.conditions.retain(|c| c.type_ != INSTALLED_CONDITION);
             changed
         })
         .await

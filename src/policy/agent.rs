@@ -4,7 +4,9 @@
 //! Directive precedence, first match wins:
 //! 1. Not accepted → wait. The operator has not consented; the agent only keeps its inventory
 //!    fresh (Sidero's agent rebooted in a loop here, which is hard on machines without a BMC).
-//! 2. Allocated → reboot, so that the machine netboots its Environment.
+//! 2. Allocated → reboot, so that the machine netboots its Environment or, once installed,
+//!    boots its disk; except for a disk-image Environment not yet written: deploy it (or wait
+//!    while the image is not cached, or after a deployment failed during this boot).
 //! 3. Not clean and no wipe failed during this boot → wipe in the Server's mode, else the
 //!    appliance default.
 //! 4. Not clean and a wipe failed during this boot → wait: the failure is on the Server for the
@@ -12,7 +14,9 @@
 //! 5. Clean and unallocated → power off: the server is in the pool.
 
 use crate::api::StorageDevice;
-use crate::api::agent::{Directive, DiskOutcome, DiskResult, WipeMode};
+use crate::api::agent::{
+    ConfigDriveSource, Directive, DiskOutcome, DiskResult, ImageDeployment, WipeMode,
+};
 
 /// The state of a Server that decides its agent's next step.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,6 +28,24 @@ pub struct AgentFacts {
     pub wipe_failed_this_boot: bool,
     /// `spec.wipeMode`, if set.
     pub wipe_mode: Option<WipeMode>,
+    /// The allocated server's OS is installed (its `Installed` condition).
+    pub installed: bool,
+    /// The allocated server's Environment is a disk image the agent writes.
+    pub image: Option<ImageStep>,
+    /// A deployment reported failure since the machine's current boot.
+    pub deploy_failed_this_boot: bool,
+}
+
+/// A disk-image Environment, as far as the agent is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageStep {
+    /// The image is cached and verified: write it and this config drive.
+    Ready {
+        image: ImageDeployment,
+        config_drive: ConfigDriveSource,
+    },
+    /// The image is not cached yet, or the allocation has no token for its config drive.
+    NotReady,
 }
 
 /// The agent's next step.
@@ -31,7 +53,19 @@ pub fn directive(facts: &AgentFacts, default_mode: WipeMode) -> Directive {
     if !facts.accepted {
         Directive::Wait
     } else if facts.allocated {
-        Directive::Reboot
+        match &facts.image {
+            _ if facts.installed => Directive::Reboot,
+            Some(ImageStep::Ready { .. }) if facts.deploy_failed_this_boot => Directive::Wait,
+            Some(ImageStep::Ready {
+                image,
+                config_drive,
+            }) => Directive::Deploy {
+                image: image.clone(),
+                config_drive: config_drive.clone(),
+            },
+            Some(ImageStep::NotReady) => Directive::Wait,
+            None => Directive::Reboot,
+        }
     } else if !facts.clean && !facts.wipe_failed_this_boot {
         Directive::Wipe {
             mode: facts.wipe_mode.unwrap_or(default_mode),
@@ -175,6 +209,49 @@ mod tests {
             ..clean
         };
         assert_eq!(directive(&allocated, WipeMode::Fast), Directive::Reboot);
+    }
+
+    fn ready_image() -> ImageStep {
+        ImageStep::Ready {
+            image: ImageDeployment {
+                url: "http://10.0.0.2:8081/environments/kubeadm/image".into(),
+                checksum: crate::api::agent::ImageChecksum::Sha256("00".into()),
+                format: crate::api::ImageFormat::Raw,
+                compression: crate::api::ImageCompression::None,
+                root_device_hints: None,
+            },
+            config_drive: ConfigDriveSource {
+                url: "http://10.0.0.2:8081/nocloud/s/t/".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn allocated_server_with_a_disk_image_deploys_it_once_then_reboots() {
+        let allocated = AgentFacts {
+            allocated: true,
+            image: Some(ready_image()),
+            ..accepted()
+        };
+        assert!(matches!(
+            directive(&allocated, WipeMode::Fast),
+            Directive::Deploy { .. }
+        ));
+        let failed = AgentFacts {
+            deploy_failed_this_boot: true,
+            ..allocated.clone()
+        };
+        assert_eq!(directive(&failed, WipeMode::Fast), Directive::Wait);
+        let written = AgentFacts {
+            installed: true,
+            ..allocated.clone()
+        };
+        assert_eq!(directive(&written, WipeMode::Fast), Directive::Reboot);
+        let not_cached = AgentFacts {
+            image: Some(ImageStep::NotReady),
+            ..allocated
+        };
+        assert_eq!(directive(&not_cached, WipeMode::Fast), Directive::Wait);
     }
 
     fn disk(name: &str) -> StorageDevice {

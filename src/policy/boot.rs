@@ -16,6 +16,10 @@
 //!    it is not ready, [`BootDecision::EnvironmentUnavailable`] so the machine retries later.
 //! 6. Allocated and installed → boot from disk.
 //!
+//! A disk-image Environment (`spec.image`) is deployed by the discovery agent, so rule 5 sends
+//! such a server to discovery, and once the image is written it always boots from disk:
+//! `pxeBootAlways` would only loop it through the agent.
+//!
 //! `clean` does not matter once a server is allocated: an allocated server stops being clean as
 //! soon as its Environment writes to the disk, and that must not send it back to discovery.
 
@@ -49,9 +53,18 @@ pub struct ServerFacts {
     pub netboot_allowed: bool,
     /// `spec.bootFromDiskMethod`; `None` falls back to the appliance default.
     pub boot_from_disk: Option<BootFromDiskMethod>,
-    /// The Environment to netboot, already resolved Server > ServerClass > `default` and ready;
-    /// `None` when none resolves or its assets are not downloaded yet.
-    pub environment: Option<NetbootEnvironment>,
+    /// The Environment, already resolved Server > ServerClass > `default` and ready; `None`
+    /// when none resolves or its assets are not downloaded yet.
+    pub environment: Option<ResolvedEnvironment>,
+}
+
+/// A ready Environment, by how it reaches the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResolvedEnvironment {
+    /// Netbooted: kernel, initramfs and arguments.
+    Netboot(NetbootEnvironment),
+    /// A disk image the discovery agent writes (`spec.image`).
+    DiskImage,
 }
 
 /// A resolved, ready Environment: what the HTTP layer needs to render its iPXE script.
@@ -96,11 +109,15 @@ pub fn decide_boot(facts: &MachineFacts, default_disk_method: BootFromDiskMethod
     if !server.accepted || !server.allocated {
         return BootDecision::Discovery;
     }
-    if server.environment_delivered && !server.pxe_boot_always {
+    let disk_image = server.environment == Some(ResolvedEnvironment::DiskImage);
+    if server.environment_delivered && (!server.pxe_boot_always || disk_image) {
         return disk;
     }
     match &server.environment {
-        Some(environment) => BootDecision::Environment(environment.clone()),
+        Some(ResolvedEnvironment::Netboot(environment)) => {
+            BootDecision::Environment(environment.clone())
+        }
+        Some(ResolvedEnvironment::DiskImage) => BootDecision::Discovery,
         None => BootDecision::EnvironmentUnavailable,
     }
 }
@@ -131,7 +148,7 @@ mod tests {
             pxe_boot_always: false,
             netboot_allowed: true,
             boot_from_disk: None,
-            environment: Some(talos()),
+            environment: Some(ResolvedEnvironment::Netboot(talos())),
         }
     }
 
@@ -316,6 +333,24 @@ mod tests {
         // `allocated()` is unclean, as a server is once its Environment touched the disk.
         assert!(!allocated().clean);
         assert_eq!(decide(allocated()), BootDecision::Environment(talos()));
+    }
+
+    #[test]
+    fn allocated_server_with_a_disk_image_boots_the_agent_then_its_disk() {
+        let image = ServerFacts {
+            environment: Some(ResolvedEnvironment::DiskImage),
+            ..allocated()
+        };
+        assert_eq!(decide(image.clone()), BootDecision::Discovery);
+        let written = ServerFacts {
+            environment_delivered: true,
+            pxe_boot_always: true,
+            ..image
+        };
+        assert_eq!(
+            decide(written),
+            BootDecision::BootFromDisk(BootFromDiskMethod::IpxeExit)
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod allocate;
 pub mod boot;
+pub mod configpatch;
 pub mod identity;
 pub mod labels;
 pub mod serverclass;

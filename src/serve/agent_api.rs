@@ -8,7 +8,7 @@
 //! means a failed wipe is tried once more.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,15 +24,22 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::api::agent::{
-    self, Addresses, AgentError, Directive, Heartbeat, LogLines, Progress, Registered,
-    Registration, WipeMode, WipeReport,
+    self, Addresses, AgentError, ConfigDriveSource, DeployReport, DeployResult, Directive,
+    Heartbeat, ImageChecksum, ImageDeployment, LogLines, Progress, Registered, Registration,
+    WipeMode, WipeReport,
 };
 use crate::api::{
-    Condition, ConditionStatus, HardwareInformation, Server, ServerSpec, set_condition,
+    Condition, ConditionStatus, HardwareInformation, INSTALLED_CONDITION, Server, ServerSpec,
+    set_condition,
 };
-use crate::policy::agent::{AgentFacts, WipeVerdict, directive, judge_wipe, progress_message};
+use crate::policy::agent::{
+    AgentFacts, ImageStep, WipeVerdict, directive, judge_wipe, progress_message,
+};
 use crate::policy::identity::{parse_mac, server_identity};
-use crate::serve::servers::{ServerIndex, update_status, update_status_from};
+use crate::serve::environments::{AssetKind, EnvironmentCache};
+use crate::serve::servers::{
+    ServerIndex, is_installed, nocloud_url, update_status, update_status_from,
+};
 
 /// Longest long poll an agent may ask for; it re-asks after that.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -66,6 +73,7 @@ pub struct AgentApiConfig {
 struct Session {
     boot_id: String,
     wipe_failed: bool,
+    deploy_failed: bool,
     wipe_announced: bool,
     last_seen: Instant,
     phase: String,
@@ -77,6 +85,7 @@ impl Session {
         Session {
             boot_id: boot_id.to_owned(),
             wipe_failed: false,
+            deploy_failed: false,
             wipe_announced: false,
             last_seen: Instant::now(),
             phase: "registered".to_owned(),
@@ -89,6 +98,10 @@ impl Session {
 pub struct AgentApi {
     servers: Api<Server>,
     index: ServerIndex,
+    /// Disk-image Environments the agent deploys come from this cache.
+    environments: Arc<EnvironmentCache>,
+    /// `http://<appliance>:<port>`: image and config-drive URLs in `deploy` directives.
+    base_url: String,
     recorder: Recorder,
     config: AgentApiConfig,
     sessions: Mutex<HashMap<String, Session>>,
@@ -128,7 +141,13 @@ impl Refusal {
 type Handled = Result<Response<Body>, Refusal>;
 
 impl AgentApi {
-    pub fn new(client: kube::Client, index: ServerIndex, config: AgentApiConfig) -> Self {
+    pub fn new(
+        client: kube::Client,
+        index: ServerIndex,
+        environments: Arc<EnvironmentCache>,
+        base_url: String,
+        config: AgentApiConfig,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -139,6 +158,8 @@ impl AgentApi {
         AgentApi {
             servers: Api::all(client),
             index,
+            environments,
+            base_url,
             recorder,
             config,
             sessions: Mutex::new(HashMap::new()),
@@ -218,11 +239,12 @@ impl AgentApi {
             "wiped" => self.wiped(name, read_json(parts, body).await?).await,
             "addresses" => self.addresses(name, read_json(parts, body).await?).await,
             "heartbeat" => self.heartbeat(name, read_json(parts, body).await?),
+            "deployed" => self.deployed(name, read_json(parts, body).await?).await,
             "log" => self.log(name, read_json(parts, body).await?),
             _ => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "unknown agent report {action:?}; expected progress, wiped, addresses, heartbeat or log"
+                    "unknown agent report {action:?}; expected progress, wiped, deployed, addresses, heartbeat or log"
                 ),
             )),
         }
@@ -497,20 +519,61 @@ impl AgentApi {
             .sessions
             .lock()
             .expect("session map lock is never poisoned");
-        let wipe_failed = match sessions.get_mut(&server.name_any()) {
+        let (wipe_failed, deploy_failed) = match sessions.get_mut(&server.name_any()) {
             Some(session) if boot_id.is_none_or(|b| b == session.boot_id) => {
                 session.last_seen = Instant::now();
-                session.wipe_failed
+                (session.wipe_failed, session.deploy_failed)
             }
-            _ => false,
+            _ => (false, false),
         };
+        drop(sessions);
         AgentFacts {
             accepted: server.spec.accepted,
             clean: status.is_clean,
             allocated: status.in_use,
             wipe_failed_this_boot: wipe_failed,
             wipe_mode: server.spec.wipe_mode,
+            installed: is_installed(server),
+            image: status.in_use.then(|| self.image_step(server)).flatten(),
+            deploy_failed_this_boot: deploy_failed,
         }
+    }
+
+    /// For an allocated server whose Environment is a disk image: what to deploy, if it can
+    /// be deployed now. `None`: its Environment is netbooted (or none resolves).
+    fn image_step(&self, server: &Server) -> Option<ImageStep> {
+        let name = server.name_any();
+        let allocation = self.index.allocation(&name)?;
+        let environment = self.index.environment_name(server, &allocation.binding);
+        let Some(ready) = self.environments.ready(&environment) else {
+            // Not cached yet, or a netboot Environment that is not ready: the agent waits
+            // rather than rebooting into an iPXE that would be told to retry.
+            return Some(ImageStep::NotReady);
+        };
+        let image = ready.spec.image.as_ref()?;
+        let (Some(token), Some(cached)) = (&allocation.token, ready.assets.get(&AssetKind::Image))
+        else {
+            warn!(server = %name, "the ServerBinding has no metadata token; the image cannot get a config drive");
+            return Some(ImageStep::NotReady);
+        };
+        // The file's name in the cache is its SHA-512, verified when it was downloaded; the
+        // agent checks the transfer against it.
+        let sha512 = cached
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Some(ImageStep::Ready {
+            image: ImageDeployment {
+                url: format!("{}/environments/{environment}/image", self.base_url),
+                checksum: ImageChecksum::Sha512(sha512),
+                format: image.format,
+                compression: image.compression,
+                root_device_hints: image.root_device_hints.clone(),
+            },
+            config_drive: ConfigDriveSource {
+                url: nocloud_url(&self.base_url, &name, token),
+            },
+        })
     }
 
     /// Once per boot: the Wiping condition and Event when the agent is first told to wipe.
@@ -596,6 +659,62 @@ impl AgentApi {
             .ok_or_else(|| no_server(name))?;
         }
         Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// The outcome of a `deploy` directive: a written image makes the server installed (it
+    /// then boots from its disk); a failure is recorded and not retried during this boot.
+    async fn deployed(&self, name: &str, report: DeployReport) -> Handled {
+        validate_boot_id(&report.boot_id)?;
+        let now = now();
+        let (condition, failed) = match &report.result {
+            DeployResult::Deployed {
+                device,
+                image_bytes,
+                config_drive_partition,
+            } => (
+                Condition::new(
+                    INSTALLED_CONDITION,
+                    ConditionStatus::True,
+                    "ImageWritten",
+                    format!(
+                        "{image_bytes} bytes of {} written to {device} and verified; config drive on partition {config_drive_partition}",
+                        report.url
+                    ),
+                    now,
+                ),
+                false,
+            ),
+            DeployResult::Failed { error } => (
+                Condition::new(
+                    INSTALLED_CONDITION,
+                    ConditionStatus::False,
+                    "DeployFailed",
+                    format!(
+                        "deploying {} failed: {error}; the next boot retries",
+                        report.url
+                    ),
+                    now,
+                ),
+                true,
+            ),
+        };
+        self.with_session(name, &report.boot_id, |session| {
+            session.deploy_failed = failed;
+            session.phase = if failed { "deploy failed" } else { "deployed" }.into();
+        });
+        let message = condition.message.clone().unwrap_or_default();
+        update_status(&self.servers, name, |_, status| {
+            set_condition(&mut status.conditions, condition.clone())
+        })
+        .await
+        .map_err(|e| Refusal::kube("record the deployment", &e))?
+        .ok_or_else(|| no_server(name))?;
+        if failed {
+            warn!(server = %name, %message, "image deployment failed");
+        } else {
+            info!(server = %name, %message, "image deployed");
+        }
+        Ok(json(StatusCode::OK, &serde_json::json!({})))
     }
 
     async fn wiped(&self, name: &str, report: WipeReport) -> Handled {

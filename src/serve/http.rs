@@ -40,6 +40,7 @@ use crate::policy::boot::{
 use crate::proto::ipxe::{self, KernelArg, ScriptError, ScriptUrl};
 use crate::serve::agent_api::AgentApi;
 use crate::serve::cache::FileCache;
+use crate::serve::metadata::Metadata;
 
 /// Requests under this prefix go to the agent API.
 const AGENT_PREFIX_SLASH: &str = "/agent/v1/";
@@ -76,7 +77,7 @@ const MAX_SERIAL_LEN: usize = 64;
 /// Seconds a machine is asked to wait when its Environment is not ready (`Retry-After`).
 const ENVIRONMENT_RETRY_SECONDS: u32 = 5;
 
-type Body = UnsyncBoxBody<Bytes, io::Error>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// Runtime configuration of the boot HTTP server.
 #[derive(Clone, Debug)]
@@ -173,15 +174,24 @@ pub async fn run(
     lookup: Arc<dyn MachineLookup>,
     shutdown: CancellationToken,
 ) {
-    run_with_agent_api(listener, cfg, lookup, None, shutdown).await;
+    run_with_services(listener, cfg, lookup, Services::default(), shutdown).await;
 }
 
-/// [`run`], also answering the discovery agents' API under `/agent/v1/` when `agent` is given.
-pub async fn run_with_agent_api(
+/// The APIs that share the boot HTTP port.
+#[derive(Clone, Default)]
+pub struct Services {
+    /// The discovery agents' API, under `/agent/v1/`.
+    pub agent: Option<Arc<AgentApi>>,
+    /// Environment assets, bootstrap data and phone-home ([`Metadata::owns`]).
+    pub metadata: Option<Arc<Metadata>>,
+}
+
+/// [`run`], also answering the [`Services`] given.
+pub async fn run_with_services(
     listener: TcpListener,
     cfg: Arc<BootHttpConfig>,
     lookup: Arc<dyn MachineLookup>,
-    agent: Option<Arc<AgentApi>>,
+    services: Services,
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -201,10 +211,10 @@ pub async fn run_with_agent_api(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let (cfg, lookup, agent, shutdown) =
-                        (Arc::clone(&cfg), Arc::clone(&lookup), agent.clone(), shutdown.clone());
+                    let (cfg, lookup, services, shutdown) =
+                        (Arc::clone(&cfg), Arc::clone(&lookup), services.clone(), shutdown.clone());
                     connections.spawn(async move {
-                        serve_connection(stream, peer, cfg, lookup, agent, shutdown).await;
+                        serve_connection(stream, peer, cfg, lookup, services, shutdown).await;
                         drop(permit);
                     });
                 }
@@ -239,13 +249,13 @@ async fn serve_connection(
     peer: SocketAddr,
     cfg: Arc<BootHttpConfig>,
     lookup: Arc<dyn MachineLookup>,
-    agent: Option<Arc<AgentApi>>,
+    services: Services,
     shutdown: CancellationToken,
 ) {
     // Scripts are tiny: send them without waiting for Nagle.
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-        let (cfg, lookup, agent) = (Arc::clone(&cfg), Arc::clone(&lookup), agent.clone());
+        let (cfg, lookup, services) = (Arc::clone(&cfg), Arc::clone(&lookup), services.clone());
         let span = debug_span!(
             "boot_http",
             %peer,
@@ -253,10 +263,12 @@ async fn serve_connection(
             path = %request.uri().path(),
         );
         async move {
-            let response = match agent {
-                Some(agent) if request.uri().path().starts_with(AGENT_PREFIX_SLASH) => {
+            let path = request.uri().path();
+            let response = match (&services.agent, &services.metadata) {
+                (Some(agent), _) if path.starts_with(AGENT_PREFIX_SLASH) => {
                     agent.handle(request).await
                 }
+                (_, Some(metadata)) if Metadata::owns(path) => metadata.handle(request, peer).await,
                 _ => respond(&request, &cfg, lookup.as_ref()).await,
             };
             debug!(status = response.status().as_u16(), "boot http request");
@@ -561,7 +573,7 @@ fn script(body: String, head: bool) -> Response<Body> {
 }
 
 /// A `text/plain` response; for HEAD the body is left out but its length is announced.
-fn text(status: StatusCode, body: &str, head: bool) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: &str, head: bool) -> Response<Body> {
     let length = body.len();
     let body = if head {
         empty()
@@ -583,14 +595,14 @@ fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
-fn full(bytes: Bytes) -> Body {
+pub(crate) fn full(bytes: Bytes) -> Body {
     Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
 /// Serves `raw_path` (still percent-encoded) from below `root`.
-async fn serve_file(
+pub(crate) async fn serve_file(
     root: &Path,
     raw_path: &str,
     headers: &HeaderMap,
@@ -946,14 +958,14 @@ fn header_value(value: String) -> HeaderValue {
 
 /// Lets a warning through at most once per period and counts what it held back, so a client
 /// flood or a persistent accept failure cannot flood the log.
-struct LogLimiter {
+pub(crate) struct LogLimiter {
     period: Duration,
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl LogLimiter {
-    fn new(period: Duration) -> Self {
+    pub(crate) fn new(period: Duration) -> Self {
         Self {
             period,
             last: None,
@@ -962,7 +974,7 @@ impl LogLimiter {
     }
 
     /// `Some(number suppressed since the last one)` if a message may be logged now.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
         if self
             .last
             .is_some_and(|last| now.duration_since(last) < self.period)
@@ -983,7 +995,7 @@ mod tests {
     use tokio::task::JoinHandle;
 
     use super::*;
-    use crate::policy::boot::ServerFacts;
+    use crate::policy::boot::{ResolvedEnvironment, ServerFacts};
 
     const UUID: &str = "4c4c4544-0042-3510-8051-b2c04f4e3232";
     const MAC: &str = "52:54:00:12:34:56";
@@ -1023,7 +1035,7 @@ mod tests {
             pxe_boot_always: false,
             netboot_allowed: true,
             boot_from_disk: None,
-            environment,
+            environment: environment.map(ResolvedEnvironment::Netboot),
         }
     }
 

@@ -5,7 +5,9 @@
 pub mod agent_api;
 pub mod cache;
 pub mod dhcp;
+pub mod environments;
 pub mod http;
+pub mod metadata;
 pub mod servers;
 pub mod tftp;
 
@@ -37,6 +39,8 @@ pub struct BootPlaneConfig {
     pub disk_method: BootFromDiskMethod,
     /// Directory of the built discovery image, served at `/discovery/`.
     pub discovery_dir: Option<PathBuf>,
+    /// Where Environment assets are cached (`<state-dir>/environments`).
+    pub environment_cache: PathBuf,
     pub agent: agent_api::AgentApiConfig,
 }
 
@@ -147,12 +151,34 @@ pub async fn start(
         disk_method: config.disk_method,
     });
     let index = servers::ServerIndex::start(client.clone(), shutdown.clone());
-    let agent = agent_api::AgentApi::new(client, index.clone(), config.agent.clone());
-    tokio::spawn(http::run_with_agent_api(
+    let environments = environments::EnvironmentCache::new(config.environment_cache.clone());
+    environments.start(client.clone(), shutdown.clone());
+    let metadata = metadata::Metadata::new(
+        client.clone(),
+        index.clone(),
+        Arc::clone(&environments),
+        base_url.clone(),
+    );
+    let agent = agent_api::AgentApi::new(
+        client,
+        index.clone(),
+        Arc::clone(&environments),
+        base_url.clone(),
+        config.agent.clone(),
+    );
+    let lookup = servers::BootFacts {
+        index,
+        environments,
+        base_url: base_url.clone(),
+    };
+    tokio::spawn(http::run_with_services(
         listener,
         http_config,
-        Arc::new(index),
-        Some(Arc::new(agent)),
+        Arc::new(lookup),
+        http::Services {
+            agent: Some(Arc::new(agent)),
+            metadata: Some(Arc::new(metadata)),
+        },
         shutdown.clone(),
     ));
     tracing::info!(port = http_port, %base_url, "boot HTTP server listening");

@@ -227,3 +227,62 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Async [`eventually`]: polls `f` every 200 ms until it returns `Some`, failing the test after
+/// `secs` seconds.
+pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Cluster API (`cluster.x-k8s.io/v1beta1`) kind in the `default` namespace, read
+/// dynamically as Siderite does.
+pub fn capi(
+    client: &kube::Client,
+    kind: &str,
+    plural: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    let gvk = kube::core::GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta1", kind);
+    kube::Api::namespaced_with(
+        client.clone(),
+        "default",
+        &kube::core::ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+/// Creates the stand-in Cluster `name` in `default` with its infrastructure ready, as Cluster
+/// API does once the MetalCluster is ready.
+pub async fn ready_cluster(client: &kube::Client, name: &str) {
+    use kube::api::{Patch, PatchParams, PostParams};
+    let clusters = capi(client, "Cluster", "clusters");
+    let cluster: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
+        "metadata": {"name": name, "namespace": "default"}, "spec": {},
+    }))
+    .expect("a valid Cluster");
+    clusters
+        .create(&PostParams::default(), &cluster)
+        .await
+        .expect("create the Cluster");
+    clusters
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"infrastructureReady": true}})),
+        )
+        .await
+        .expect("mark the Cluster's infrastructure ready");
+}
