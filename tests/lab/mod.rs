@@ -322,6 +322,42 @@ impl Lab {
         self.ns(&self.app.clone(), &refs)
     }
 
+    /// Applies `yaml` with kubectl (from a file in the lab directory).
+    pub fn kubectl_apply(&self, name: &str, yaml: &str) -> String {
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).expect("manifest file");
+        self.kubectl(&["apply", "-f", &path.display().to_string()])
+    }
+
+    /// Serves `dir` over HTTP at `http://APPLIANCE_IP:<port>/` from inside the appliance's
+    /// namespace (busybox httpd): a stand-in for the upstream an Environment downloads from.
+    pub fn serve_files(&mut self, dir: &Path, port: u16) -> String {
+        let app = self.app.clone();
+        let args: Vec<String> = [
+            "httpd",
+            "-f",
+            "-p",
+            &format!("{APPLIANCE_IP}:{port}"),
+            "-h",
+            &dir.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        self.spawn(&format!("httpd-{port}"), &app, "/bin/busybox", &args);
+        let url = format!("http://{APPLIANCE_IP}:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Command::new("ip")
+            .args(["netns", "exec", &app, "curl", "-s", "-o", "/dev/null"])
+            .arg(&url)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(Instant::now() < deadline, "busybox httpd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        url
+    }
+
     pub fn read_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.log(name)).unwrap_or_default()
     }
