@@ -412,30 +412,42 @@ spec: {}
         "AVAILABLE must come before IN USE: {out}"
     );
 
-    let env = "apiVersion: metal.sidero.dev/v1alpha2
+    // The Environment controller downloads the assets (from a loopback upstream) and sets
+    // READY itself.
+    let upstream = common::file_server(
+        vec![
+            ("vmlinuz", b"kernel".to_vec()),
+            ("initramfs.xz", b"initrd".to_vec()),
+        ],
+        &[],
+    );
+    let env = format!(
+        "apiVersion: metal.sidero.dev/v1alpha2
 kind: Environment
 metadata:
   name: talos
 spec:
   kernel:
-    url: http://example.com/vmlinuz
+    url: {0}/vmlinuz
     args: [console=ttyS0]
   initrd:
-    url: http://example.com/initramfs.xz
-";
-    let out = a.kubectl_stdin(&["create", "-f", "-"], Some(env));
+    url: {0}/initramfs.xz
+",
+        upstream.url
+    );
+    let out = a.kubectl_stdin(&["create", "-f", "-"], Some(&env));
     assert!(out.status.success(), "{}", stderr(&out));
-    a.kubectl_ok(&[
-        "patch",
-        "environment",
-        "talos",
-        "--subresource=status",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
-    ]);
-    let out = a.kubectl_ok(&["get", "environments"]);
+    let mut last = String::new();
+    let ready = (0..150).find_map(|_| {
+        let out = a.kubectl_ok(&["get", "environments"]);
+        if row(&out, "talos").get(3) == Some(&"True") {
+            return Some(out);
+        }
+        last = out;
+        std::thread::sleep(Duration::from_millis(200));
+        None
+    });
+    let out = ready.unwrap_or_else(|| panic!("the Environment never became ready:\n{last}"));
     assert_eq!(
         words(out.lines().next().unwrap_or_default()),
         ["NAME", "KERNEL", "INITRD", "READY", "AGE"],
@@ -446,8 +458,8 @@ spec:
         &r[..4],
         [
             "talos",
-            "http://example.com/vmlinuz",
-            "http://example.com/initramfs.xz",
+            &format!("{}/vmlinuz", upstream.url),
+            &format!("{}/initramfs.xz", upstream.url),
             "True"
         ],
         "{out}"

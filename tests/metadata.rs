@@ -12,11 +12,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
-use common::{Appliance, capi, ready_cluster, wait_for};
+use common::{Appliance, capi, file_server, ready_cluster, wait_for};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
@@ -24,85 +20,6 @@ use sha2::{Digest, Sha512};
 use siderite::api::{Environment, MetalMachine, Server, ServerBinding};
 
 const NS: &str = "default";
-
-/// A file server on loopback that records the requests it got; the first request for a path
-/// listed in `truncate` gets half its body and a closed connection.
-struct Source {
-    url: String,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-fn source(files: Vec<(&'static str, Vec<u8>)>, truncate: &'static [&'static str]) -> Source {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the source server");
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&requests);
-    std::thread::spawn(move || {
-        let mut truncated: Vec<&str> = Vec::new();
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let mut range_start = None;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                    range_start = value.trim().trim_end_matches('-').parse::<usize>().ok();
-                }
-            }
-            let path = request_line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("")
-                .to_owned();
-            log.lock().unwrap().push(format!(
-                "{path}{}",
-                range_start
-                    .map(|s| format!(" from {s}"))
-                    .unwrap_or_default()
-            ));
-            let Some((name, body)) = files.iter().find(|(n, _)| path == format!("/{n}")) else {
-                let _ = stream.write_all(
-                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
-                continue;
-            };
-            let (status, start) = match range_start {
-                Some(start) if start < body.len() => ("206 Partial Content", start),
-                _ => ("200 OK", 0),
-            };
-            let rest = &body[start..];
-            let mut head = format!(
-                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
-                rest.len()
-            );
-            if start > 0 {
-                head += &format!(
-                    "content-range: bytes {start}-{}/{}\r\n",
-                    body.len() - 1,
-                    body.len()
-                );
-            }
-            head += "\r\n";
-            let _ = stream.write_all(head.as_bytes());
-            if truncate.contains(name) && !truncated.contains(name) {
-                truncated.push(name);
-                let _ = stream.write_all(&rest[..rest.len() / 2]);
-                let _ = stream.flush();
-                // Dropping the stream cuts the body short.
-                continue;
-            }
-            let _ = stream.write_all(rest);
-        }
-    });
-    Source { url, requests }
-}
 
 fn sha512(bytes: &[u8]) -> String {
     Sha512::digest(bytes)
@@ -165,7 +82,7 @@ async fn asset_conditions(api: &Api<Environment>, name: &str) -> Vec<(String, St
 async fn environment_checksums_gate_readiness_and_downloads_resume() {
     let kernel = pseudo_random(3 << 20, 1);
     let initrd = pseudo_random(700 << 10, 2);
-    let src = source(
+    let src = file_server(
         vec![("vmlinuz", kernel.clone()), ("initramfs", initrd.clone())],
         &["vmlinuz"],
     );
@@ -356,7 +273,7 @@ async fn get(http: &reqwest::Client, url: &str) -> (u16, String) {
 async fn bootstrap_data_is_patched_token_guarded_and_installs_the_server() {
     let kernel = pseudo_random(200 << 10, 3);
     let initrd = pseudo_random(100 << 10, 4);
-    let src = source(
+    let src = file_server(
         vec![("vmlinuz", kernel.clone()), ("initramfs", initrd.clone())],
         &[],
     );

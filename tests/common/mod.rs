@@ -4,7 +4,7 @@
 //! its log is printed.
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -285,4 +285,86 @@ pub async fn ready_cluster(client: &kube::Client, name: &str) {
         )
         .await
         .expect("mark the Cluster's infrastructure ready");
+}
+
+/// A file server on loopback that records the requests it got; the first request for a path
+/// listed in `truncate` gets half its body and a closed connection.
+pub struct FileServer {
+    pub url: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+pub fn file_server(
+    files: Vec<(&'static str, Vec<u8>)>,
+    truncate: &'static [&'static str],
+) -> FileServer {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the source server");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&requests);
+    std::thread::spawn(move || {
+        let mut truncated: Vec<&str> = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut range_start = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range_start = value.trim().trim_end_matches('-').parse::<usize>().ok();
+                }
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
+            log.lock().unwrap().push(format!(
+                "{path}{}",
+                range_start
+                    .map(|s| format!(" from {s}"))
+                    .unwrap_or_default()
+            ));
+            let Some((name, body)) = files.iter().find(|(n, _)| path == format!("/{n}")) else {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                continue;
+            };
+            let (status, start) = match range_start {
+                Some(start) if start < body.len() => ("206 Partial Content", start),
+                _ => ("200 OK", 0),
+            };
+            let rest = &body[start..];
+            let mut head = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
+                rest.len()
+            );
+            if start > 0 {
+                head += &format!(
+                    "content-range: bytes {start}-{}/{}\r\n",
+                    body.len() - 1,
+                    body.len()
+                );
+            }
+            head += "\r\n";
+            let _ = stream.write_all(head.as_bytes());
+            if truncate.contains(name) && !truncated.contains(name) {
+                truncated.push(name);
+                let _ = stream.write_all(&rest[..rest.len() / 2]);
+                let _ = stream.flush();
+                // Dropping the stream cuts the body short.
+                continue;
+            }
+            let _ = stream.write_all(rest);
+        }
+    });
+    FileServer { url, requests }
 }
