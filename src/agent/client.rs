@@ -13,7 +13,9 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::agent::{AgentError, Directive, PREFIX, Registered, Registration};
+use hyper::body::Incoming;
+
+use crate::api::agent::{AgentError, DeployReport, Directive, PREFIX, Registered, Registration};
 
 /// Time allowed to connect and send a request; long polls add their wait on top.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -76,13 +78,10 @@ pub struct ApplianceClient {
 impl ApplianceClient {
     /// `url` is `http://<ip>:<port>` (a trailing path is ignored).
     pub fn new(url: &str) -> Result<Self, ClientError> {
-        let invalid = || ClientError::Url {
+        let parsed = HttpUrl::parse(url).ok_or_else(|| ClientError::Url {
             url: url.to_owned(),
-        };
-        let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
-        let authority = rest.split('/').next().unwrap_or("");
-        let addr: SocketAddr = authority.parse().map_err(|_| invalid())?;
-        Ok(ApplianceClient { addr })
+        })?;
+        Ok(ApplianceClient { addr: parsed.addr })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -129,6 +128,11 @@ impl ApplianceClient {
         self.request(Method::POST, &path, Some(json_body(body)?), Duration::ZERO)
             .await
             .map(drop)
+    }
+
+    /// Reports the outcome of a `deploy` directive.
+    pub async fn deployed(&self, server: &str, report: &DeployReport) -> Result<(), ClientError> {
+        self.report(server, "deployed", report).await
     }
 
     async fn request(
@@ -212,6 +216,210 @@ impl ApplianceClient {
             status,
             message,
         })
+    }
+}
+
+/// An `http://<IPv4 or [IPv6]>:<port>/<path>` URL, split for a request. There is no DNS in the
+/// agent, so a host name is refused rather than looked up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub addr: SocketAddr,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl HttpUrl {
+    pub fn parse(url: &str) -> Option<HttpUrl> {
+        let rest = url.strip_prefix("http://")?;
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => rest.split_at(slash),
+            None => (rest, "/"),
+        };
+        Some(HttpUrl {
+            addr: authority.parse().ok()?,
+            path: path.to_owned(),
+        })
+    }
+
+    /// This URL with `name` appended to its path (the path ends in `/` for a directory).
+    pub fn join(&self, name: &str) -> HttpUrl {
+        HttpUrl {
+            addr: self.addr,
+            path: format!("{}{name}", self.path),
+        }
+    }
+}
+
+/// Why a download failed. It never names the URL: some URLs carry secrets (the config drive's
+/// token), so the caller adds what may be said about it.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP exchange with {addr} failed: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("{addr} sent nothing for {seconds} s")]
+    Timeout { addr: SocketAddr, seconds: u64 },
+    #[error("{addr} answered {status}")]
+    Status {
+        addr: SocketAddr,
+        status: StatusCode,
+    },
+    #[error("{addr} answered a range request with {detail}")]
+    Range { addr: SocketAddr, detail: String },
+}
+
+/// Time allowed for a download to connect and for each later piece of its body to arrive.
+pub const DOWNLOAD_STALL: Duration = Duration::from_secs(60);
+
+/// Starts `GET url`, optionally for the bytes `range.0..range.1`, and returns the response
+/// once its head arrived with a success status; its body is streamed by the caller. A 404 is
+/// `FetchError::Status` like any other refusal.
+pub async fn get(
+    url: &HttpUrl,
+    range: Option<(u64, u64)>,
+) -> Result<http::Response<Incoming>, FetchError> {
+    let addr = url.addr;
+    let timeout = || FetchError::Timeout {
+        addr,
+        seconds: DOWNLOAD_STALL.as_secs(),
+    };
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|source| FetchError::Connect { addr, source })?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| FetchError::Http { addr, source })?;
+        tokio::spawn(async move {
+            // Errors of the connection surface through the response body.
+            let _ = connection.await;
+        });
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(&url.path)
+            .header(header::HOST, addr.to_string());
+        if let Some((start, end)) = range {
+            // HTTP ranges are inclusive.
+            builder = builder.header(
+                header::RANGE,
+                format!("bytes={start}-{}", end.saturating_sub(1)),
+            );
+        }
+        let request = builder
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| FetchError::Range {
+                addr,
+                detail: format!("an unusable request ({e})"),
+            })?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|source| FetchError::Http { addr, source })
+    };
+    let response = tokio::time::timeout(DOWNLOAD_STALL, exchange)
+        .await
+        .map_err(|_| timeout())??;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(FetchError::Status { addr, status });
+    }
+    if range.is_some() && status != StatusCode::PARTIAL_CONTENT {
+        return Err(FetchError::Range {
+            addr,
+            detail: format!("{status} instead of 206 Partial Content"),
+        });
+    }
+    Ok(response)
+}
+
+/// Reads a whole (small) body, refusing more than `limit` bytes.
+pub async fn read_body(
+    addr: SocketAddr,
+    body: Incoming,
+    limit: usize,
+) -> Result<Option<Bytes>, FetchError> {
+    let collect = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(DOWNLOAD_STALL, collect).await {
+        Err(_) => Err(FetchError::Timeout {
+            addr,
+            seconds: DOWNLOAD_STALL.as_secs(),
+        }),
+        Ok(Ok(collected)) => Ok(Some(collected.to_bytes())),
+        // Over the limit (the only other error of `Limited` comes from hyper).
+        Ok(Err(error)) if error.downcast_ref::<hyper::Error>().is_none() => Ok(None),
+        Ok(Err(error)) => Err(FetchError::Range {
+            addr,
+            detail: format!("a broken body ({error})"),
+        }),
+    }
+}
+
+/// A response body read from blocking code (the image writer runs on a blocking thread): each
+/// `read` waits on the runtime for the next piece, at most [`DOWNLOAD_STALL`].
+pub struct BlockingBody {
+    handle: tokio::runtime::Handle,
+    addr: SocketAddr,
+    body: Incoming,
+    chunk: Bytes,
+    done: bool,
+}
+
+impl BlockingBody {
+    /// `handle` must belong to a runtime that some other thread keeps driving (the agent's
+    /// main thread is in `block_on` while the image is written).
+    pub fn new(handle: tokio::runtime::Handle, addr: SocketAddr, body: Incoming) -> BlockingBody {
+        BlockingBody {
+            handle,
+            addr,
+            body,
+            chunk: Bytes::new(),
+            done: false,
+        }
+    }
+}
+
+impl std::io::Read for BlockingBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() && !self.done {
+            let next = self
+                .handle
+                .block_on(tokio::time::timeout(DOWNLOAD_STALL, self.body.frame()));
+            match next {
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        FetchError::Timeout {
+                            addr: self.addr,
+                            seconds: DOWNLOAD_STALL.as_secs(),
+                        },
+                    ));
+                }
+                Ok(None) => self.done = true,
+                Ok(Some(Err(source))) => {
+                    return Err(std::io::Error::other(FetchError::Http {
+                        addr: self.addr,
+                        source,
+                    }));
+                }
+                // Trailers carry no data.
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.chunk = data;
+                    }
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
     }
 }
 

@@ -11,9 +11,10 @@ use tracing::{error, info, warn};
 
 use crate::agent::client::{ApplianceClient, ClientError};
 use crate::agent::console::Console;
-use crate::agent::{inventory, modules, net, wipe};
+use crate::agent::{deploy, image, inventory, modules, net, wipe};
 use crate::api::agent::{
-    Directive, DiskProgress, Heartbeat, LogLines, Registration, WipeMode, WipeReport,
+    ConfigDriveSource, DeployReport, DeployResult, Directive, DiskProgress, Heartbeat,
+    ImageDeployment, LogLines, Registration, WipeMode, WipeReport,
 };
 
 /// How long one directive long poll may be held by the appliance.
@@ -292,10 +293,19 @@ async fn follow(
                 ship_logs(client, &server, &boot_id, console).await;
                 return Finish::PowerOff;
             }
-            Ok(Directive::Deploy { image, .. }) => {
-                // Image deployment lands with `agent::image`; until then say so and wait.
-                warn!(url = %image.url, "this agent cannot deploy disk images yet");
-                tokio::time::sleep(RETRY).await;
+            Ok(Directive::Deploy {
+                image,
+                config_drive,
+            }) => {
+                deploy_and_report(
+                    client,
+                    &server,
+                    &registration,
+                    console,
+                    &image,
+                    &config_drive,
+                )
+                .await;
             }
             Ok(Directive::Reboot) => {
                 info!("the appliance says: reboot");
@@ -411,6 +421,90 @@ async fn wipe_and_report(
             }
             Err(error) => {
                 warn!(%error, "sending the wipe report failed; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Deploys an image and a config drive, with heartbeats (phase `deploying`) and a progress
+/// line in the log every [`HEARTBEAT_INTERVAL`], then reports the outcome until the appliance
+/// has it. The next directive (normally `reboot`) is the appliance's to give.
+async fn deploy_and_report(
+    client: &ApplianceClient,
+    server: &str,
+    registration: &Registration,
+    console: &Console,
+    image: &ImageDeployment,
+    config_drive: &ConfigDriveSource,
+) {
+    // The image URL is the appliance's cache, fine to log; the config drive URL is secret.
+    info!(url = %image.url, format = ?image.format, compression = ?image.compression, "deploying image");
+    let devices = registration
+        .hardware
+        .storage
+        .as_ref()
+        .map(|s| s.devices.clone())
+        .unwrap_or_default();
+    let boot_id = registration.boot_id.clone();
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let work = deploy::deploy(
+        image,
+        config_drive,
+        &devices,
+        image::staging_limit(),
+        Arc::clone(&written),
+    );
+    tokio::pin!(work);
+    let started = Instant::now();
+    let mut heartbeat_tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let result = loop {
+        tokio::select! {
+            done = &mut work => break done,
+            _ = heartbeat_tick.tick() => {
+                let bytes = written.load(std::sync::atomic::Ordering::Relaxed);
+                if bytes > 0 {
+                    info!(
+                        written_mib = bytes >> 20,
+                        seconds = started.elapsed().as_secs(),
+                        "deploying"
+                    );
+                }
+                let beat = Heartbeat { boot_id: boot_id.clone(), phase: "deploying".into() };
+                if let Err(error) = client.report(server, "heartbeat", &beat).await {
+                    warn!(%error, "heartbeat failed");
+                }
+                ship_logs(client, server, &boot_id, console).await;
+            }
+        }
+    };
+    let result = match result {
+        Ok(deployed) => {
+            info!(seconds = started.elapsed().as_secs(), "deployed");
+            deployed
+        }
+        Err(error) => {
+            error!(%error, "deployment failed");
+            DeployResult::Failed {
+                error: error.to_string(),
+            }
+        }
+    };
+    ship_logs(client, server, &boot_id, console).await;
+    let report = DeployReport {
+        boot_id,
+        url: image.url.clone(),
+        result,
+    };
+    loop {
+        match client.deployed(server, &report).await {
+            Ok(()) => return,
+            Err(error) if error.status().is_some_and(|s| s.is_client_error()) => {
+                error!(%error, "the appliance refused the deploy report");
+                return;
+            }
+            Err(error) => {
+                warn!(%error, "sending the deploy report failed; retrying");
                 tokio::time::sleep(RETRY).await;
             }
         }

@@ -7,4 +7,5 @@ pub mod boot;
 pub mod configpatch;
 pub mod identity;
 pub mod labels;
+pub mod rootdevice;
 pub mod serverclass;
