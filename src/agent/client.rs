@@ -457,4 +457,14 @@ mod tests {
             assert!(error.to_string().contains("siderite.url"), "{error}");
         }
     }
+
+    #[test]
+    fn http_urls_split_into_address_and_path() {
+        let url = HttpUrl::parse("http://10.0.0.1:8081/nocloud/t/").expect("valid URL");
+        assert_eq!(url.addr, "10.0.0.1:8081".parse().expect("address"));
+        assert_eq!(url.join("user-data").path, "/nocloud/t/user-data");
+        let bare = HttpUrl::parse("http://[fd00::1]:80").expect("valid URL");
+        assert_eq!(bare.path, "/");
+        assert_eq!(HttpUrl::parse("http://host.example:80/x"), None, "no DNS");
+    }
 }

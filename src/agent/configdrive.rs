@@ -268,7 +268,7 @@ impl Layout {
         }
         let count = le32(&header, gpt::ENTRY_COUNT) as usize;
         let size = le32(&header, gpt::ENTRY_SIZE) as usize;
-        if size < 128 || size % 8 != 0 || count == 0 || count * size > 1 << 20 {
+        if size < 128 || !size.is_multiple_of(8) || count == 0 || count * size > 1 << 20 {
             return Err(bad("impossible partition entry array"));
         }
         let mut entries = vec![0u8; count * size];

@@ -597,4 +597,109 @@ mod tests {
             assert_eq!(label.trim(), "CIDATA");
         }
     }
+
+    /// Runs tests/images/build-phone-home-image (one at a time: the tests share its output
+    /// directory) and returns the disk image.
+    fn build_phone_home_image(args: &[&str]) -> Vec<u8> {
+        static BUILD: Mutex<()> = Mutex::new(());
+        let _one = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let build = Command::new(repo.join("tests/images/build-phone-home-image"))
+            .args(args)
+            .output()
+            .expect("cannot run tests/images/build-phone-home-image");
+        assert!(
+            build.status.success(),
+            "building the phone-home image failed: {}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        std::fs::read(repo.join("target/phone-home-image/disk.img")).unwrap()
+    }
+
+    #[test]
+    fn the_test_image_boots_alone_and_reports_its_missing_config_drive() {
+        // `--check` boots disk.img by itself under QEMU (TCG, no network) and fails unless
+        // the console shows "PHONE-HOME: no CIDATA".
+        let first = build_phone_home_image(&["--check"]);
+        let second = build_phone_home_image(&[]);
+        assert!(first == second, "two builds of the phone-home image differ");
+    }
+
+    /// The end-to-end test image (tests/images/build-phone-home-image), deployed with a config
+    /// drive, boots under QEMU (Debian's kernel finds CIDATA by label, as cloud-init would) and
+    /// phones home to this test's server. The VM's only network is QEMU's user-mode stack with
+    /// `restrict=on`: the guest reaches nothing but the forwarded 10.0.2.100:80, which is this
+    /// test's listener on 127.0.0.1.
+    #[tokio::test]
+    async fn the_deployed_test_image_boots_and_phones_home_with_the_user_data() {
+        let raw = build_phone_home_image(&[]);
+        let mut appliance = Appliance::default();
+        let base = format!("/nocloud/{TOKEN}/");
+        let user_data = "#cloud-config\nhostname: node-1\nruncmd: [\"echo 'a&b=c %41'\"]\n";
+        for (name, text) in [
+            ("user-data", user_data),
+            ("meta-data", "instance-id: i-123\nlocal-hostname: node-1\n"),
+            (
+                "vendor-data",
+                "#cloud-config\nphone_home:\n  url: http://10.0.2.100/phone-home/$INSTANCE_ID\n  post: all\n",
+            ),
+        ] {
+            appliance
+                .files
+                .insert(format!("{base}{name}"), text.as_bytes().to_vec());
+        }
+        let checksum = ImageChecksum::Sha256(hex(&sha2::Sha256::digest(&raw)));
+        appliance.files.insert("/images/x".into(), raw);
+        let dir = tempfile::tempdir().unwrap();
+        let disk_size = 256 * MIB;
+        let disk = sparse_disk(dir.path(), disk_size);
+        let (result, appliance, addr) = deploy_served(
+            appliance,
+            checksum,
+            ImageFormat::Raw,
+            ImageCompression::None,
+            device(&disk, disk_size),
+        )
+        .await;
+        result.expect("deployed");
+        let console = dir.path().join("console.log");
+        let qemu = tokio::process::Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", disk.display()))
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:{}",
+                addr.port()
+            ))
+            .args(["-device", "virtio-net-pci,netdev=n0"])
+            .stdout(std::fs::File::create(&console).unwrap())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        let finished = tokio::time::timeout(std::time::Duration::from_secs(300), qemu).await;
+        let log = std::fs::read_to_string(&console).unwrap_or_default();
+        assert!(
+            finished.is_ok(),
+            "the VM did not power off in 300 s:\n{log}"
+        );
+        assert!(log.contains("PHONE-HOME: posted"), "console:\n{log}");
+        let posted = appliance.posted.lock().unwrap();
+        let (path, body) = posted
+            .iter()
+            .find(|(path, _)| path.starts_with("/phone-home/"))
+            .unwrap_or_else(|| panic!("nothing posted; console:\n{log}"));
+        assert_eq!(path, "/phone-home/i-123", "$INSTANCE_ID is replaced");
+        let fields: Vec<(String, String)> = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("instance_id".to_owned(), "i-123".to_owned()),
+                ("hostname".to_owned(), "node-1".to_owned()),
+                ("user_data".to_owned(), user_data.to_owned()),
+            ]
+        );
+    }
 }

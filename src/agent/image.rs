@@ -406,7 +406,7 @@ pub fn write_image(
         }
         (ImageFormat::Qcow2, ImageCompression::None) => {
             let mut tables = Vec::new();
-            let plan = qcow2::plan(|offset, len| {
+            let plan = qcow2::plan(disk.size(), |offset, len| {
                 let bytes = source.read_at(offset, len)?;
                 tables.push((offset, bytes.len() as u64, sha256(&bytes)));
                 Ok(bytes)
@@ -438,7 +438,9 @@ pub fn write_image(
             result?;
             expected.check(&image.url, hashed.digest())?;
             let file = staged.bytes;
-            let plan = qcow2::plan(|offset, len| Ok(slice_at(&file, offset, len).to_vec()))?;
+            let plan = qcow2::plan(disk.size(), |offset, len| {
+                Ok(slice_at(&file, offset, len).to_vec())
+            })?;
             apply_plan(&plan, &mut &file[..], disk, progress)?
         }
     };
@@ -1259,7 +1261,7 @@ pub(crate) mod tests {
         }
         let mut second = first.clone();
         // The first L2 entry of the stream now points elsewhere.
-        let l2 = qcow2::plan(|o, l| Ok(slice_at(&first, o, l).to_vec()))
+        let l2 = qcow2::plan(u64::MAX, |o, l| Ok(slice_at(&first, o, l).to_vec()))
             .unwrap()
             .metadata[2]
             .0;

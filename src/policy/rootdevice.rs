@@ -300,9 +300,12 @@ mod tests {
         }
     }
 
+    /// `(disk, why it was ruled out)` as the error lists them.
+    type Reasons = &'static [(&'static str, &'static str)];
+
     #[test]
     fn no_match_names_each_disk_and_its_reason() {
-        let table: &[(&str, RootDeviceHints, &[(&str, &str)])] = &[
+        let table: &[(&str, RootDeviceHints, Reasons)] = &[
             (
                 "serial",
                 RootDeviceHints {
