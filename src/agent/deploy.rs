@@ -71,7 +71,7 @@ pub async fn deploy(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::net::SocketAddr;
@@ -96,13 +96,13 @@ mod tests {
     /// A tiny HTTP server on 127.0.0.1: GET of the files it holds (with `Range: bytes=a-b`
     /// answered 206), 404 for others; POST bodies are kept.
     #[derive(Default)]
-    struct Appliance {
-        files: HashMap<String, Vec<u8>>,
-        ranges: Mutex<Vec<String>>,
-        posted: Mutex<Vec<(String, Vec<u8>)>>,
+    pub(crate) struct Appliance {
+        pub(crate) files: HashMap<String, Vec<u8>>,
+        pub(crate) ranges: Mutex<Vec<String>>,
+        pub(crate) posted: Mutex<Vec<(String, Vec<u8>)>>,
     }
 
-    async fn serve(appliance: Appliance) -> (SocketAddr, Arc<Appliance>) {
+    pub(crate) async fn serve(appliance: Appliance) -> (SocketAddr, Arc<Appliance>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let appliance = Arc::new(appliance);

@@ -401,7 +401,7 @@ pub fn write_image(
             sink.failure()?;
             result?;
             let region = sink.finish()?;
-            expected.check(&image.url, hashed.digest())?;
+            expected.check(&image.url, hashed.digest(&image.url)?)?;
             vec![region]
         }
         (ImageFormat::Qcow2, ImageCompression::None) => {
@@ -417,7 +417,7 @@ pub fn write_image(
             let unchanged = watched.unchanged();
             hashed.failure(&image.url)?;
             let regions = result?;
-            expected.check(&image.url, hashed.digest())?;
+            expected.check(&image.url, hashed.digest(&image.url)?)?;
             if !unchanged {
                 return Err(ImageError::Changed);
             }
@@ -436,7 +436,7 @@ pub fn write_image(
                 return Err(ImageError::StagingLimit { limit: stage_limit });
             }
             result?;
-            expected.check(&image.url, hashed.digest())?;
+            expected.check(&image.url, hashed.digest(&image.url)?)?;
             let file = staged.bytes;
             let plan = qcow2::plan(disk.size(), |offset, len| {
                 Ok(slice_at(&file, offset, len).to_vec())
@@ -539,13 +539,15 @@ impl<'a> Hashing<'a> {
 
     /// Reads what the consumer left (trailing bytes after a compressed stream) and returns the
     /// hex digest of the whole file.
-    fn digest(mut self) -> String {
-        let _ = io::copy(&mut self, &mut io::sink());
+    fn digest(mut self, url: &str) -> Result<String, ImageError> {
+        if io::copy(&mut self, &mut io::sink()).is_err() {
+            self.failure(url)?;
+        }
         let bytes: Vec<u8> = match self.hasher {
             FileHasher::Sha256(h) => h.finalize().to_vec(),
             FileHasher::Sha512(h) => h.finalize().to_vec(),
         };
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 }
 
@@ -1271,6 +1273,40 @@ pub(crate) mod tests {
         let error = write_image(&mut Swapped(first, second), &image, &disk, MIB, &|_| {})
             .expect_err("changed tables");
         assert!(matches!(error, ImageError::Changed), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_download_cut_short_is_a_download_error() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Promises a megabyte, sends a kilobyte, hangs up.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n";
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(&[7u8; 1024]).await.unwrap();
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = old_disk(dir.path(), 2 * MIB);
+        let url = format!("http://{addr}/image");
+        let image = ImageDeployment {
+            url: url.clone(),
+            ..deployment(&[], ImageFormat::Raw, ImageCompression::None)
+        };
+        let handle = tokio::runtime::Handle::current();
+        let error = tokio::task::spawn_blocking(move || {
+            let disk = Disk::open(&path).unwrap();
+            let mut source = HttpSource::new(handle, &image.url).unwrap();
+            write_image(&mut source, &image, &disk, MIB, &|_| {})
+        })
+        .await
+        .unwrap()
+        .expect_err("cut short");
+        assert!(matches!(error, ImageError::Download { .. }), "{error}");
+        assert!(error.to_string().contains(&url), "{error}");
     }
 
     #[test]

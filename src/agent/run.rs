@@ -457,7 +457,18 @@ async fn deploy_and_report(
     );
     tokio::pin!(work);
     let started = Instant::now();
-    let mut heartbeat_tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    // The phase changes now, not at the first tick.
+    let beat = Heartbeat {
+        boot_id: boot_id.clone(),
+        phase: "deploying".into(),
+    };
+    if let Err(error) = client.report(server, "heartbeat", &beat).await {
+        warn!(%error, "heartbeat failed");
+    }
+    let mut heartbeat_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEARTBEAT_INTERVAL,
+        HEARTBEAT_INTERVAL,
+    );
     let result = loop {
         tokio::select! {
             done = &mut work => break done,
@@ -549,6 +560,54 @@ mod tests {
         .expect("valid command line");
         assert_eq!(params.url, "http://10.77.0.2:8081");
         assert_eq!(params.mac_hint, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+    }
+
+    #[tokio::test]
+    async fn a_failed_deployment_is_reported_with_its_reason() {
+        use crate::agent::deploy::tests::{Appliance, serve};
+        let (addr, appliance) = serve(Appliance::default()).await;
+        let client = ApplianceClient::new(&format!("http://{addr}")).expect("valid URL");
+        let registration = Registration {
+            boot_id: "boot-1".into(),
+            ..Registration::default()
+        };
+        let image = ImageDeployment {
+            url: format!("http://{addr}/images/x"),
+            checksum: crate::api::agent::ImageChecksum::Sha256("0".repeat(64)),
+            format: crate::api::ImageFormat::Raw,
+            compression: crate::api::ImageCompression::None,
+            root_device_hints: None,
+        };
+        let config_drive = ConfigDriveSource {
+            url: format!("http://{addr}/nocloud/secret/"),
+        };
+        let console = Console::default();
+        deploy_and_report(
+            &client,
+            "srv",
+            &registration,
+            &console,
+            &image,
+            &config_drive,
+        )
+        .await;
+        let posted = appliance.posted.lock().expect("lock");
+        let (_, body) = posted
+            .iter()
+            .find(|(path, _)| path == "/agent/v1/servers/srv/deployed")
+            .expect("a deploy report");
+        let report: DeployReport = serde_json::from_slice(body).expect("a DeployReport");
+        assert_eq!(report.boot_id, "boot-1");
+        assert_eq!(report.url, image.url);
+        let DeployResult::Failed { error } = report.result else {
+            panic!("expected a failure: {:?}", report.result);
+        };
+        assert!(error.contains("the inventory lists no disks"), "{error}");
+        let beats = posted
+            .iter()
+            .filter(|(p, _)| p.ends_with("/heartbeat"))
+            .count();
+        assert!(beats >= 1, "a deploying heartbeat");
     }
 
     #[test]
