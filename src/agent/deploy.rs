@@ -639,9 +639,10 @@ pub(crate) mod tests {
         for (name, text) in [
             ("user-data", user_data),
             ("meta-data", "instance-id: i-123\nlocal-hostname: node-1\n"),
+            // What the appliance serves (`serve::metadata`), pointed at the forwarded port.
             (
                 "vendor-data",
-                "#cloud-config\nphone_home:\n  url: http://10.0.2.100/phone-home/$INSTANCE_ID\n  post: all\n",
+                &crate::serve::metadata::vendor_data("http://10.0.2.100", "srv-1", "tok"),
             ),
         ] {
             appliance
@@ -689,7 +690,7 @@ pub(crate) mod tests {
             .iter()
             .find(|(path, _)| path.starts_with("/phone-home/"))
             .unwrap_or_else(|| panic!("nothing posted; console:\n{log}"));
-        assert_eq!(path, "/phone-home/i-123", "$INSTANCE_ID is replaced");
+        assert_eq!(path, "/phone-home/srv-1/tok");
         let fields: Vec<(String, String)> = form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
