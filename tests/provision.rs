@@ -9,6 +9,13 @@
 //! and prints what it received. The test checks it received exactly the bootstrap config with
 //! the ServerClass and then the Server patches applied, that the server is then installed
 //! and boots from disk, and that the config is refused without the token.
+//!
+//! The second scenario deploys a disk image: an Environment with `spec.image` (a small raw
+//! image with SYSLINUX, the Debian kernel and an init that reads `CIDATA` and phones home,
+//! built by `tests/images/build-phone-home-image`, zstd-compressed, checked by SHA-256). The
+//! allocated VM boots the agent, which writes the image and a config drive and reports; powered
+//! on again, the VM boots its disk, whose init phones home with the user-data it read from the
+//! config drive, and the appliance records it.
 
 mod lab;
 
@@ -24,6 +31,14 @@ const SEED_CLASS: &str = include_str!("fixtures/seed/worker-large.yaml");
 struct Vm {
     uuid: &'static str,
     disk: std::path::PathBuf,
+    disk_mib: usize,
+}
+
+impl Vm {
+    /// The VM's SMBIOS serial (its disk's serial is this with `-VDA`).
+    fn serial(&self, index: usize) -> String {
+        format!("PROV{}{index}", &self.uuid[self.uuid.len() - 1..])
+    }
 }
 
 fn smbios(uuid: &str, serial: &str, disk: &Path) -> Vec<String> {
@@ -148,6 +163,186 @@ poweroff -f
     std::fs::write(out, bytes).expect("test initramfs");
 }
 
+/// Boots `vms` into discovery, waits for their registration, labels them with `label`,
+/// accepts them with kubectl, and waits until they are wiped and the agents powered them off.
+fn discover_and_pool(lab: &mut Lab, vms: &[Vm], label: &str) -> Vec<lab::Vm> {
+    let mut first_boots = Vec::new();
+    for (index, vm) in vms.iter().enumerate() {
+        std::fs::write(&vm.disk, vec![0xA5u8; vm.disk_mib << 20]).expect("disk image");
+        let args = smbios(vm.uuid, &vm.serial(index), &vm.disk);
+        first_boots.push(lab.boot_with(Firmware::SeaBiosVirtio, &args, None));
+    }
+    for vm in vms {
+        wait_for("registration", 240, lab, || {
+            server(lab, vm.uuid)["spec"]["hardware"]
+                .is_object()
+                .then_some(())
+        });
+        lab.kubectl(&["label", "server", vm.uuid, label]);
+        lab.kubectl(&[
+            "patch",
+            "server",
+            vm.uuid,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"accepted":true}}"#,
+        ]);
+    }
+    for vm in vms {
+        wait_for("the wipe", 180, lab, || {
+            (server(lab, vm.uuid)["status"]["isClean"] == true).then_some(())
+        });
+    }
+    // Clean and pooled, the agents power the VMs off.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for vm in &first_boots {
+        while !lab.vm_exited(vm) {
+            assert!(Instant::now() < deadline, "the pooled VM did not power off");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    first_boots
+}
+
+/// The cluster around `count` machines of class `class`, as an operator applies it: the
+/// stand-in Cluster, the MetalCluster, the MetalMachineTemplate, and per machine its bootstrap
+/// Secret (`format`, `value`) and Machine.
+fn cluster_yaml(class: &str, count: usize, format: &str, value: &str) -> String {
+    let indented: String = value.lines().map(|l| format!("    {l}\n")).collect();
+    let mut yaml = format!(
+        "apiVersion: cluster.x-k8s.io/v1beta1
+kind: Cluster
+metadata: {{name: production, namespace: default}}
+spec:
+  infrastructureRef: {{apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3, kind: MetalCluster, name: production}}
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
+kind: MetalCluster
+metadata: {{name: production, namespace: default}}
+spec:
+  controlPlaneEndpoint: {{host: 10.77.0.50, port: 6443}}
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
+kind: MetalMachineTemplate
+metadata: {{name: production-workers, namespace: default}}
+spec:
+  template:
+    spec:
+      serverClassRef: {{apiVersion: metal.sidero.dev/v1alpha2, kind: ServerClass, name: {class}}}
+"
+    );
+    for i in 0..count {
+        yaml.push_str(&format!(
+            "---
+apiVersion: v1
+kind: Secret
+metadata: {{name: production-workers-{i}-bootstrap, namespace: default}}
+type: cluster.x-k8s.io/secret
+stringData:
+  format: {format}
+  value: |
+{indented}---
+apiVersion: cluster.x-k8s.io/v1beta1
+kind: Machine
+metadata: {{name: production-workers-{i}, namespace: default}}
+spec:
+  clusterName: production
+  bootstrap: {{dataSecretName: production-workers-{i}-bootstrap}}
+"
+        ));
+    }
+    yaml
+}
+
+/// Applies the cluster, marks its infrastructure ready as Cluster API would once the
+/// MetalCluster is, creates the MetalMachines as Cluster API clones them from the template,
+/// and waits until each is bound; returns (machine, server) pairs.
+fn provision_cluster(
+    lab: &Lab,
+    class: &str,
+    count: usize,
+    format: &str,
+    value: &str,
+) -> Vec<(String, String)> {
+    lab.kubectl_apply("cluster", &cluster_yaml(class, count, format, value));
+    wait_for("the MetalCluster to be ready", 60, lab, || {
+        (lab.kubectl(&[
+            "get",
+            "metalcluster",
+            "production",
+            "-o",
+            "jsonpath={.status.ready}",
+        ]) == "true")
+            .then_some(())
+    });
+    lab.kubectl(&[
+        "patch",
+        "cluster",
+        "production",
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"infrastructureReady":true}}"#,
+    ]);
+    for i in 0..count {
+        let uid = lab.kubectl(&[
+            "get",
+            "machine",
+            &format!("production-workers-{i}"),
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
+        lab.kubectl_apply(
+            &format!("metalmachine-{i}"),
+            &format!(
+                "apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
+kind: MetalMachine
+metadata:
+  name: production-workers-{i}
+  namespace: default
+  labels: {{cluster.x-k8s.io/cluster-name: production}}
+  ownerReferences:
+  - {{apiVersion: cluster.x-k8s.io/v1beta1, kind: Machine, name: production-workers-{i}, uid: {uid}}}
+spec:
+  serverClassRef: {{apiVersion: metal.sidero.dev/v1alpha2, kind: ServerClass, name: {class}}}
+"
+            ),
+        );
+    }
+    wait_for("every machine bound", 90, lab, || {
+        let pairs: Vec<(String, String)> = (0..count)
+            .filter_map(|i| {
+                let server = lab.kubectl(&[
+                    "get",
+                    "metalmachine",
+                    &format!("production-workers-{i}"),
+                    "-o",
+                    "jsonpath={.spec.serverRef.name}",
+                ]);
+                (!server.is_empty()).then(|| (format!("production-workers-{i}"), server))
+            })
+            .collect();
+        (pairs.len() == count).then_some(pairs)
+    })
+}
+
+/// Waits until every asset of Environment `name` is ready.
+fn wait_environment_ready(lab: &Lab, name: &str, assets: usize) {
+    let want = vec!["True"; assets].join(" ");
+    wait_for("the Environment to be ready", 180, lab, || {
+        let status = lab.kubectl(&[
+            "get",
+            "environment",
+            name,
+            "-o",
+            "jsonpath={.status.conditions[*].status}",
+        ]);
+        (status == want).then_some(())
+    });
+}
+
 /// The config the init printed between its markers, decoded.
 fn received_config(console: &str) -> Option<String> {
     let start = console.find("SIDERITE-CONFIG-BEGIN")? + "SIDERITE-CONFIG-BEGIN".len();
@@ -198,48 +393,15 @@ fn two_vms_netboot_the_default_environment_with_patched_bootstrap_config() {
         Vm {
             uuid: "4c4c4544-0050-3310-8052-b4c04f000001",
             disk: work.join("vm1.img"),
+            disk_mib: 16,
         },
         Vm {
             uuid: "4c4c4544-0050-3310-8052-b4c04f000002",
             disk: work.join("vm2.img"),
+            disk_mib: 16,
         },
     ];
-    let mut first_boots = Vec::new();
-    for (index, vm) in vms.iter().enumerate() {
-        std::fs::write(&vm.disk, vec![0xA5u8; 16 << 20]).unwrap();
-        let args = smbios(vm.uuid, &format!("PROV{index}"), &vm.disk);
-        first_boots.push(lab.boot_with(Firmware::SeaBiosVirtio, &args, None));
-    }
-    for vm in &vms {
-        wait_for("registration", 240, &lab, || {
-            server(&lab, vm.uuid)["spec"]["hardware"]
-                .is_object()
-                .then_some(())
-        });
-        lab.kubectl(&["label", "server", vm.uuid, "rack=rack-a"]);
-        lab.kubectl(&[
-            "patch",
-            "server",
-            vm.uuid,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"accepted":true}}"#,
-        ]);
-    }
-    for vm in &vms {
-        wait_for("the wipe", 180, &lab, || {
-            (server(&lab, vm.uuid)["status"]["isClean"] == true).then_some(())
-        });
-    }
-    // Clean and pooled, the agents power the VMs off.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for vm in &first_boots {
-        while !lab.vm_exited(vm) {
-            assert!(Instant::now() < deadline, "the pooled VM did not power off");
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
+    let first_boots = discover_and_pool(&mut lab, &vms, "rack=rack-a");
 
     // The seed ServerClass, with config patches; one server has its own patches too.
     lab.kubectl_apply("serverclass", SEED_CLASS);
@@ -293,139 +455,31 @@ spec:
             sha512_file(&initrd)
         ),
     );
-    lab.kubectl_apply(
-        "cluster",
-        &format!(
-            "apiVersion: cluster.x-k8s.io/v1beta1
-kind: Cluster
-metadata: {{name: production, namespace: default}}
-spec:
-  infrastructureRef: {{apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3, kind: MetalCluster, name: production}}
----
-apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
-kind: MetalCluster
-metadata: {{name: production, namespace: default}}
-spec:
-  controlPlaneEndpoint: {{host: 10.77.0.50, port: 6443}}
----
-apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
-kind: MetalMachineTemplate
-metadata: {{name: production-workers, namespace: default}}
-spec:
-  template:
-    spec:
-      serverClassRef: {{apiVersion: metal.sidero.dev/v1alpha2, kind: ServerClass, name: worker-large}}
-{}",
-            (0..2)
-                .map(|i| format!(
-                    "---
-apiVersion: v1
-kind: Secret
-metadata: {{name: production-workers-{i}-bootstrap, namespace: default}}
-type: cluster.x-k8s.io/secret
-stringData:
-  format: talos
-  value: |
-{}---
-apiVersion: cluster.x-k8s.io/v1beta1
-kind: Machine
-metadata: {{name: production-workers-{i}, namespace: default}}
-spec:
-  clusterName: production
-  bootstrap: {{dataSecretName: production-workers-{i}-bootstrap}}
-",
-                    BOOTSTRAP
-                        .lines()
-                        .map(|l| format!("    {l}\n"))
-                        .collect::<String>()
-                ))
-                .collect::<String>()
-        ),
-    );
-    // Cluster API marks the infrastructure ready once the MetalCluster is; the stand-in Cluster
-    // has no controller, so the test does it.
-    wait_for("the MetalCluster to be ready", 60, &lab, || {
-        (lab.kubectl(&[
-            "get",
-            "metalcluster",
-            "production",
-            "-o",
-            "jsonpath={.status.ready}",
-        ]) == "true")
-            .then_some(())
-    });
-    lab.kubectl(&[
-        "patch",
-        "cluster",
-        "production",
-        "--subresource=status",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"status":{"infrastructureReady":true}}"#,
-    ]);
-    // The MetalMachines as Cluster API clones them from the template, owned by their Machines.
-    for i in 0..2 {
-        let uid = lab.kubectl(&[
-            "get",
-            "machine",
-            &format!("production-workers-{i}"),
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ]);
-        lab.kubectl_apply(
-            &format!("metalmachine-{i}"),
-            &format!(
-                "apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
-kind: MetalMachine
-metadata:
-  name: production-workers-{i}
-  namespace: default
-  labels: {{cluster.x-k8s.io/cluster-name: production}}
-  ownerReferences:
-  - {{apiVersion: cluster.x-k8s.io/v1beta1, kind: Machine, name: production-workers-{i}, uid: {uid}}}
-spec:
-  serverClassRef: {{apiVersion: metal.sidero.dev/v1alpha2, kind: ServerClass, name: worker-large}}
-"
-            ),
-        );
-    }
-    let bound: Vec<(String, String)> = wait_for("both machines bound", 90, &lab, || {
-        let pairs: Vec<(String, String)> = (0..2)
-            .filter_map(|i| {
-                let server = lab.kubectl(&[
-                    "get",
-                    "metalmachine",
-                    &format!("production-workers-{i}"),
-                    "-o",
-                    "jsonpath={.spec.serverRef.name}",
-                ]);
-                (!server.is_empty()).then(|| (format!("production-workers-{i}"), server))
-            })
-            .collect();
-        (pairs.len() == 2).then_some(pairs)
-    });
+    let bound = provision_cluster(&lab, "worker-large", 2, "talos", BOOTSTRAP);
     assert_ne!(bound[0].1, bound[1].1, "two machines on one server");
-    wait_for("the default Environment to be ready", 120, &lab, || {
-        let status = lab.kubectl(&[
-            "get",
-            "environment",
-            "default",
-            "-o",
-            "jsonpath={.status.conditions[*].status}",
-        ]);
-        (status == "True True").then_some(())
-    });
+    wait_environment_ready(&lab, "default", 2);
 
     // Power on "by hand": the same machines (UUID, disk) boot again.
     let mut consoles = Vec::new();
     for (index, vm) in vms.iter().enumerate() {
-        let args = smbios(vm.uuid, &format!("PROV{index}"), &vm.disk);
-        consoles.push(lab.boot_with(Firmware::SeaBiosVirtio, &args, None));
+        let args = smbios(vm.uuid, &vm.serial(index), &vm.disk);
+        consoles.push(lab.power_on_again(&first_boots[index], Firmware::SeaBiosVirtio, &args));
     }
     let boot = format!("http://{APPLIANCE_IP}:{HTTP_PORT}");
     for (vm, console) in vms.iter().zip(&consoles) {
-        console.wait_for_line("SIDERITE-CONFIG-", "", Duration::from_secs(240));
+        // The last line the init prints: the end marker, or the failure.
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while !["SIDERITE-CONFIG-END", "SIDERITE-CONFIG-FAILED"]
+            .iter()
+            .any(|marker| console.console().contains(marker))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the VM never reported its config:\n{}",
+                console.console()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let text = console.console();
         let received = received_config(&text).unwrap_or_else(|| {
             panic!("the VM did not receive its config:\n{text}");
@@ -495,4 +549,145 @@ spec:
         );
         assert_eq!(refused, "404");
     }
+}
+
+/// What the phone-home image's init sends back, and how the appliance records it.
+const USER_DATA: &str = "#cloud-config\nhostname: image-node\nruncmd: [\"kubeadm join 10.77.0.50:6443 --token abc.def\"]\n";
+
+#[test]
+fn a_vm_deploys_a_disk_image_with_a_config_drive_and_phones_home_from_its_disk() {
+    let mut lab = Lab::with(Options {
+        discovery_image: true,
+        ..Options::default()
+    });
+    let work = lab.dir.path().to_owned();
+    let upstream = work.join("upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    let image = lab::build_phone_home_image();
+    // Served zstd-compressed, checked by the SHA-256 of the file as served.
+    lab::run(
+        "zstd",
+        &[
+            "-q",
+            "-19",
+            "-f",
+            &image.display().to_string(),
+            "-o",
+            &upstream.join("node.img.zst").display().to_string(),
+        ],
+    );
+    let sha256: String =
+        sha2::Sha256::digest(std::fs::read(upstream.join("node.img.zst")).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+    let upstream_url = lab.serve_files(&upstream, 8090);
+
+    let vm = Vm {
+        uuid: "4c4c4544-0050-3310-8052-b4c04f000003",
+        disk: work.join("vm3.img"),
+        disk_mib: 128,
+    };
+    let first_boot =
+        discover_and_pool(&mut lab, std::slice::from_ref(&vm), "role=image-workers").remove(0);
+    let disk_serial = format!("{}-VDA", vm.serial(0));
+    lab.kubectl_apply(
+        "environment",
+        &format!(
+            "apiVersion: metal.sidero.dev/v1alpha2
+kind: Environment
+metadata: {{name: kubeadm-node}}
+spec:
+  kernel: {{}}
+  initrd: {{}}
+  image:
+    url: {upstream_url}/node.img.zst
+    sha256: {sha256}
+    format: raw
+    compression: zstd
+    rootDeviceHints: {{serial: {disk_serial}, minSizeGigabytes: 0}}
+---
+apiVersion: metal.sidero.dev/v1alpha2
+kind: ServerClass
+metadata: {{name: image-workers}}
+spec:
+  environmentRef: {{name: kubeadm-node}}
+  qualifiers:
+    systemInformation: [{{manufacturer: Dell Inc.}}]
+  selector:
+    matchLabels: {{role: image-workers}}
+"
+        ),
+    );
+    let bound = provision_cluster(&lab, "image-workers", 1, "cloud-config", USER_DATA);
+    assert_eq!(bound[0].1, vm.uuid);
+    wait_environment_ready(&lab, "kubeadm-node", 1);
+
+    // Powered on, the allocated server boots the agent, which deploys the image and the config
+    // drive, reports, and is told to reboot (QEMU runs with -no-reboot: it exits).
+    let deploying = lab.power_on_again(
+        &first_boot,
+        Firmware::SeaBiosVirtio,
+        &smbios(vm.uuid, &vm.serial(0), &vm.disk),
+    );
+    wait_for("the image to be written", 300, &lab, || {
+        (condition(&server(&lab, vm.uuid), "Installed")
+            == Some(("True".into(), "ImageWritten".into())))
+        .then_some(())
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lab.vm_exited(&deploying) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not reboot after deploying:\n{}",
+            deploying.console()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // The disk starts with the image, byte for byte, except for the MBR's second partition
+    // entry (bytes 462..478), which now describes the config drive.
+    let written = std::fs::read(&vm.disk).unwrap();
+    let original = std::fs::read(&image).unwrap();
+    assert!(
+        written[..462] == original[..462] && written[478..original.len()] == original[478..],
+        "the disk does not start with the image"
+    );
+    assert_ne!(
+        written[462..478],
+        [0u8; 16],
+        "no partition entry for the config drive"
+    );
+
+    // Powered on again: iPXE is told to exit, the firmware boots the disk, and the image's
+    // init finds CIDATA and phones home with the user-data it read.
+    let booted = lab.power_on_again(
+        &first_boot,
+        Firmware::SeaBiosVirtio,
+        &smbios(vm.uuid, &vm.serial(0), &vm.disk),
+    );
+    booted.wait_for_line("PHONE-HOME:", "post", Duration::from_secs(300));
+    let console = booted.console();
+    assert!(console.contains("PHONE-HOME: posted"), "{console}");
+    let message = wait_for("the phone-home to be recorded", 60, &lab, || {
+        let server = server(&lab, vm.uuid);
+        let installed = server["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Installed" && c["reason"] == "Reported")?
+            .clone();
+        installed["message"].as_str().map(str::to_owned)
+    });
+    let digest: String = sha2::Sha256::digest(USER_DATA.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        message.contains(&format!("instance {}", vm.uuid))
+            && message.contains("as production-workers-0")
+            && message.contains(&format!(
+                "user-data it read: {} bytes, sha256 {digest}",
+                USER_DATA.len()
+            )),
+        "the OS read other data than the bootstrap secret: {message}"
+    );
 }

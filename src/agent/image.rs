@@ -29,20 +29,7 @@ use crate::api::{ImageCompression, ImageFormat};
 /// Size of one disk write and of one read when verifying.
 const CHUNK: usize = 4 << 20;
 
-/// Block-device ioctls of `<linux/fs.h>` (asm-generic encoding); libc does not define them.
-mod ioctl {
-    /// `_IO(0x12, 95)`: re-read the partition table.
-    pub const BLKRRPART: u64 = 0x125f;
-    /// `_IO(0x12, 97)`: write back and drop the device's buffer cache.
-    pub const BLKFLSBUF: u64 = 0x1261;
-    /// `_IO(0x12, 104)`: logical sector size, as an int.
-    pub const BLKSSZGET: u64 = 0x1268;
-    /// `_IO(0x12, 127)`: zero a byte range, `[start, length]` as two u64.
-    pub const BLKZEROOUT: u64 = 0x127f;
-    /// `_IOR(0x12, 114, size_t)`: the device size in bytes, as a u64.
-    pub const BLKGETSIZE64: u64 =
-        (2 << 30) | ((std::mem::size_of::<usize>() as u64) << 16) | (0x12 << 8) | 114;
-}
+use super::ioctl;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

@@ -412,19 +412,7 @@ async fn wipe_and_report(
         mode,
         disks: outcomes,
     };
-    loop {
-        match client.report(server, "wiped", &report).await {
-            Ok(()) => return,
-            Err(error) if error.status().is_some_and(|s| s.is_client_error()) => {
-                error!(%error, "the appliance refused the wipe report");
-                return;
-            }
-            Err(error) => {
-                warn!(%error, "sending the wipe report failed; retrying");
-                tokio::time::sleep(RETRY).await;
-            }
-        }
-    }
+    send_outcome(client, server, "wiped", &report).await;
 }
 
 /// Deploys an image and a config drive, with heartbeats (phase `deploying`) and a progress
@@ -507,15 +495,26 @@ async fn deploy_and_report(
         url: image.url.clone(),
         result,
     };
+    send_outcome(client, server, "deployed", &report).await;
+}
+
+/// Sends the outcome of a wipe or a deployment until the appliance takes it: a lost outcome
+/// would leave the server waiting forever. A refusal (4xx) is final: retrying cannot fix it.
+async fn send_outcome<T: serde::Serialize>(
+    client: &ApplianceClient,
+    server: &str,
+    action: &str,
+    report: &T,
+) {
     loop {
-        match client.deployed(server, &report).await {
+        match client.report(server, action, report).await {
             Ok(()) => return,
             Err(error) if error.status().is_some_and(|s| s.is_client_error()) => {
-                error!(%error, "the appliance refused the deploy report");
+                error!(%error, action, "the appliance refused the report");
                 return;
             }
             Err(error) => {
-                warn!(%error, "sending the deploy report failed; retrying");
+                warn!(%error, action, "sending the report failed; retrying");
                 tokio::time::sleep(RETRY).await;
             }
         }

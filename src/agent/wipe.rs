@@ -31,19 +31,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// …and only after at least this share of the disk (in percent) was done since the last report.
 const PROGRESS_PERCENT: u64 = 1;
 
-/// Block-device ioctls of `<linux/fs.h>`, in the asm-generic encoding (x86, Arm, RISC-V); the
-/// libc crate does not define them.
-mod ioctl {
-    /// `_IO(0x12, 97)`: write back and drop the device's buffer cache.
-    pub const BLKFLSBUF: u64 = 0x1261;
-    /// `_IO(0x12, 119)`: discard a byte range, `[start, length]` as two u64.
-    pub const BLKDISCARD: u64 = 0x1277;
-    /// `_IO(0x12, 127)`: zero a byte range, `[start, length]` as two u64.
-    pub const BLKZEROOUT: u64 = 0x127f;
-    /// `_IOR(0x12, 114, size_t)`: the device size in bytes, as a u64.
-    pub const BLKGETSIZE64: u64 =
-        (2 << 30) | ((std::mem::size_of::<usize>() as u64) << 16) | (0x12 << 8) | 114;
-}
+use super::ioctl;
 
 /// Why a disk could not be wiped; its text goes into [`DiskResult::Failed`].
 #[derive(Debug, thiserror::Error)]

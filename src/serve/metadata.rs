@@ -395,7 +395,8 @@ impl Metadata {
     }
 
     /// `POST /phone-home/<server>/<token>`: the installed OS reports; cloud-init's
-    /// `phone_home` posts a form with `instance_id` and `hostname` (JSON is accepted too).
+    /// `phone_home` posts a form with `instance_id` and `hostname` (JSON is accepted too);
+    /// a `user_data` field is recorded by its SHA-256.
     async fn phone_home(
         &self,
         server: &str,
@@ -407,13 +408,28 @@ impl Metadata {
             return self.refuse(peer, "phone-home: not allocated or wrong token");
         }
         let fields = report_fields(body);
-        let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("?");
-        let message = format!(
+        let field = |name: &str| -> String {
+            fields
+                .get(name)
+                .map_or_else(|| "?".to_owned(), |v| v.chars().take(64).collect())
+        };
+        let mut message = format!(
             "the OS reported from {} as {} (instance {})",
             peer.ip(),
             field("hostname"),
             field("instance_id")
         );
+        // The user-data is a secret: only its digest is recorded, so the operator can tell
+        // which bootstrap data the node actually consumed.
+        if let Some(user_data) = fields.get("user_data") {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(user_data.as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            message.push_str(&format!(
+                "; user-data it read: {} bytes, sha256 {hex}",
+                user_data.len()
+            ));
+        }
         self.mark_installed(server, "Reported", message).await;
         text(StatusCode::OK, "ok\n", false)
     }
@@ -468,7 +484,7 @@ fn report_fields(body: &[u8]) -> HashMap<String, String> {
             .collect();
     }
     form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), v.chars().take(256).collect()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 

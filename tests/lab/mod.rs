@@ -63,6 +63,22 @@ pub fn prepare_discovery_image() -> PathBuf {
     repo().join("target/discovery-image")
 }
 
+/// Builds the phone-home disk image (`tests/images/build-phone-home-image`) once per test
+/// binary; returns the raw image.
+pub fn build_phone_home_image() -> PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        run(
+            repo()
+                .join("tests/images/build-phone-home-image")
+                .to_str()
+                .unwrap(),
+            &[],
+        );
+    });
+    repo().join("target/phone-home-image/disk.img")
+}
+
 /// The firmware a VM boots with.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Firmware {
@@ -375,6 +391,23 @@ impl Lab {
         extra: &[String],
         second_mac: Option<&str>,
     ) -> Vm {
+        self.boot_vm(firmware, extra, second_mac, None)
+    }
+
+    /// Powers a machine on again after it powered off: a new QEMU process (on a new tap, with
+    /// a new console file) with the NIC of `previous`, so the appliance sees the same machine;
+    /// `extra` should repeat its SMBIOS and disks.
+    pub fn power_on_again(&mut self, previous: &Vm, firmware: Firmware, extra: &[String]) -> Vm {
+        self.boot_vm(firmware, extra, None, Some(previous.mac.clone()))
+    }
+
+    fn boot_vm(
+        &mut self,
+        firmware: Firmware,
+        extra: &[String],
+        second_mac: Option<&str>,
+        mac: Option<String>,
+    ) -> Vm {
         self.vms += 1;
         let n = self.vms;
         let tap = format!("tap{n}");
@@ -382,7 +415,7 @@ impl Lab {
         self.ns(&lan, &["ip", "tuntap", "add", &tap, "mode", "tap"]);
         self.ns(&lan, &["ip", "link", "set", &tap, "master", "br0", "up"]);
         let serial = self.log(&format!("vm{n}-serial"));
-        let mac = format!("52:54:00:77:00:{n:02x}");
+        let mac = mac.unwrap_or_else(|| format!("52:54:00:77:00:{n:02x}"));
         let mut args: Vec<String> = vec![
             "-accel".into(),
             "tcg".into(),
