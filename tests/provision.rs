@@ -343,6 +343,19 @@ fn wait_environment_ready(lab: &Lab, name: &str, assets: usize) {
     });
 }
 
+/// A lab whose appliance serves the real discovery image, its directory, and an empty
+/// `upstream` directory in it for the files an Environment downloads.
+fn lab_with_upstream() -> (Lab, std::path::PathBuf, std::path::PathBuf) {
+    let lab = Lab::with(Options {
+        discovery_image: true,
+        ..Options::default()
+    });
+    let work = lab.dir.path().to_owned();
+    let upstream = work.join("upstream");
+    std::fs::create_dir_all(&upstream).expect("upstream directory");
+    (lab, work, upstream)
+}
+
 /// The config the init printed between its markers, decoded.
 fn received_config(console: &str) -> Option<String> {
     let start = console.find("SIDERITE-CONFIG-BEGIN")? + "SIDERITE-CONFIG-BEGIN".len();
@@ -373,13 +386,7 @@ cluster:
 
 #[test]
 fn two_vms_netboot_the_default_environment_with_patched_bootstrap_config() {
-    let mut lab = Lab::with(Options {
-        discovery_image: true,
-        ..Options::default()
-    });
-    let work = lab.dir.path().to_owned();
-    let upstream = work.join("upstream");
-    std::fs::create_dir_all(&upstream).unwrap();
+    let (mut lab, work, upstream) = lab_with_upstream();
     let discovery = lab::prepare_discovery_image();
     std::fs::copy(discovery.join("vmlinuz"), upstream.join("vmlinuz")).unwrap();
     talos_test_initramfs(
@@ -556,13 +563,7 @@ const USER_DATA: &str = "#cloud-config\nhostname: image-node\nruncmd: [\"kubeadm
 
 #[test]
 fn a_vm_deploys_a_disk_image_with_a_config_drive_and_phones_home_from_its_disk() {
-    let mut lab = Lab::with(Options {
-        discovery_image: true,
-        ..Options::default()
-    });
-    let work = lab.dir.path().to_owned();
-    let upstream = work.join("upstream");
-    std::fs::create_dir_all(&upstream).unwrap();
+    let (mut lab, work, upstream) = lab_with_upstream();
     let image = lab::build_phone_home_image();
     // Served zstd-compressed, checked by the SHA-256 of the file as served.
     lab::run(
