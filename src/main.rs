@@ -96,6 +96,26 @@ struct ServeArgs {
     /// How agents wipe servers whose spec names no wipeMode: fast or zeroes.
     #[arg(long, default_value = "fast", value_parser = parse_wipe_mode)]
     wipe_mode: WipeMode,
+    /// Run the controllers in this process. `--controllers=false` serves only the boot plane
+    /// (and the embedded API server), leaving reconciling to other replicas.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    controllers: bool,
+    /// Run the controllers only while holding the Lease `siderite-controllers`. Default: on with
+    /// --kubeconfig (replicas share the cluster), off with the embedded API server.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    leader_elect: Option<bool>,
+    /// Namespace of the leader Lease.
+    #[arg(long, default_value = "default", env = "POD_NAMESPACE")]
+    leader_elect_namespace: String,
+    /// This replica's identity in the Lease (default: host name and a random suffix).
+    #[arg(long)]
+    leader_elect_identity: Option<String>,
+    /// Seconds a Lease that is not renewed stays held (how long a dead leader blocks others).
+    #[arg(long, default_value_t = 15)]
+    leader_elect_lease_duration: u64,
+    /// Seconds before expiry at which the leader renews its Lease.
+    #[arg(long, default_value_t = 5)]
+    leader_elect_renew_before: u64,
 }
 
 fn parse_wipe_mode(text: &str) -> Result<WipeMode, String> {
@@ -131,6 +151,8 @@ enum BenchCommand {
     Apiserver(siderite::bench::ApiserverBenchArgs),
     /// Thousands of discovery agents registering at once over the agent API.
     Agents(siderite::bench::agents::AgentsBenchArgs),
+    /// 1,000 MetalMachines allocated at once from 10,000 servers and 100 ServerClasses.
+    Allocate(siderite::bench::allocate::AllocateBenchArgs),
 }
 
 /// The CRDs the embedded API server serves: Siderite's, and the Cluster API stand-ins (a real
@@ -167,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchCommand::Apiserver(args) => siderite::bench::apiserver(args).await,
             BenchCommand::Agents(args) => siderite::bench::agents::agents(args).await,
+            BenchCommand::Allocate(args) => siderite::bench::allocate::allocate(args).await,
         },
         Command::Serve(args) => serve(*args).await,
     }
@@ -203,12 +226,56 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         }
     };
-    siderite::controllers::start(client.clone(), shutdown.clone());
+    let elected = start_controllers(&args, &client, &shutdown)?;
     siderite::serve::start(boot, client, shutdown.clone()).await?;
     eprintln!("{banner}");
     wait_for_signal().await;
     shutdown.cancel();
+    if let Some(elected) = elected {
+        // Give the leader the time to release its Lease, so a successor need not wait it out.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), elected).await;
+    }
     Ok(())
+}
+
+/// Starts the controllers as the flags say: not at all, at once, or whenever this replica holds
+/// the leader Lease (the task that returns does the election).
+fn start_controllers(
+    args: &ServeArgs,
+    client: &kube::Client,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if !args.controllers {
+        tracing::info!("controllers off (--controllers=false)");
+        return Ok(None);
+    }
+    if !args.leader_elect.unwrap_or(args.kubeconfig.is_some()) {
+        siderite::controllers::start(client.clone(), shutdown.clone());
+        return Ok(None);
+    }
+    if args.leader_elect_renew_before >= args.leader_elect_lease_duration {
+        anyhow::bail!(
+            "--leader-elect-renew-before ({} s) must be shorter than --leader-elect-lease-duration ({} s)",
+            args.leader_elect_renew_before,
+            args.leader_elect_lease_duration
+        );
+    }
+    let config = siderite::controllers::leader::LeaderConfig {
+        namespace: args.leader_elect_namespace.clone(),
+        identity: args
+            .leader_elect_identity
+            .clone()
+            .unwrap_or_else(siderite::controllers::leader::LeaderConfig::default_identity),
+        lease_duration: std::time::Duration::from_secs(args.leader_elect_lease_duration),
+        renew_before: std::time::Duration::from_secs(args.leader_elect_renew_before),
+    };
+    let for_controllers = client.clone();
+    Ok(Some(tokio::spawn(siderite::controllers::leader::run_elected(
+        client.clone(),
+        config,
+        shutdown.clone(),
+        move |token| siderite::controllers::start(for_controllers.clone(), token),
+    ))))
 }
 
 fn boot_plane_config(args: &ServeArgs) -> anyhow::Result<siderite::serve::BootPlaneConfig> {

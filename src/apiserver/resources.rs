@@ -15,6 +15,8 @@ pub enum Builtin {
     Namespace,
     Secret,
     ConfigMap,
+    /// `coordination.k8s.io/v1` Lease: leader election of controller replicas.
+    Lease,
     /// `core/v1` Event (the storage form).
     Event,
     /// `events.k8s.io/v1` Event, a view converted to and from the core form.
@@ -123,6 +125,13 @@ fn builtins() -> Vec<ResourceInfo> {
             &["cm"],
             "/configmaps",
             Builtin::ConfigMap,
+        ),
+        builtin(
+            ["coordination.k8s.io", "v1", "leases", "Lease"],
+            true,
+            &[],
+            "coordination.k8s.io/leases",
+            Builtin::Lease,
         ),
         builtin(
             ["", "v1", "events", "Event"],
@@ -418,6 +427,16 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["servers", "servers/status"]);
         assert!(r.resource_list("metal.sidero.dev", "v9").is_none());
+    }
+
+    #[test]
+    fn leases_are_served_for_leader_election() {
+        let r = Registry::build(&[]);
+        let lease = r.get("coordination.k8s.io", "v1", "leases").unwrap();
+        assert!(lease.namespaced);
+        assert_eq!(lease.kind, "Lease");
+        assert!(!lease.has_generation(), "core kinds carry no generation");
+        assert!(r.has_group_version("coordination.k8s.io", "v1"));
     }
 
     #[test]

@@ -311,6 +311,19 @@ pub fn builtin_columns(kind: &str) -> Option<Vec<Column>> {
             ),
             age_column(),
         ],
+        // kube-apiserver's printer for Leases.
+        "Lease" => vec![
+            name_column(0),
+            column(
+                "Holder",
+                "string",
+                "",
+                "The holder of the lease",
+                0,
+                CellSource::Field(&["spec", "holderIdentity"]),
+            ),
+            age_column(),
+        ],
         "Event" => vec![
             event_column(
                 "Last Seen",

@@ -56,7 +56,7 @@ fn registration(i: usize) -> anyhow::Result<Registration> {
     })
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     // Bind and release: the appliance binds it right after. A collision shows as a start error.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -1,12 +1,14 @@
 //! `siderite bench apiserver`: creates Server objects with realistic inventory against a freshly
 //! started `siderite serve` (a child process), and measures create throughput, full-list latency,
-//! watch fan-out and the server's peak RSS. `siderite bench agents` is in [`agents`].
+//! watch fan-out and the server's peak RSS. `siderite bench agents` is in [`agents`], `siderite
+//! bench allocate` in [`allocate`].
 //!
 //! The peer that runs side by side is SQLite itself: the same bodies inserted one durable
 //! transaction at a time (what a naive store would do), so the ratio shows what the API layer
 //! and group commit cost or gain over the raw database on this very machine, whatever its load.
 
 pub mod agents;
+pub mod allocate;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

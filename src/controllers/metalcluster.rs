@@ -40,6 +40,10 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, Arc::new(client))
         .for_each(|result| async move {
+            crate::serve::metrics::reconciled(
+                crate::serve::metrics::Controller::metalcluster,
+                result.is_ok(),
+            );
             if let Err(error) = result {
                 debug!(%error, "metalcluster reconcile failed");
             }

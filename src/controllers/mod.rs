@@ -2,6 +2,7 @@
 //! appliance uses (embedded or a real cluster). They read and write resources only through the
 //! Kubernetes API.
 
+pub mod leader;
 pub mod metalcluster;
 pub mod metalmachine;
 pub mod server;

@@ -57,6 +57,10 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
+            crate::serve::metrics::reconciled(
+                crate::serve::metrics::Controller::server,
+                result.is_ok(),
+            );
             if let Err(error) = result {
                 tracing::debug!(%error, "server reconcile failed");
             }

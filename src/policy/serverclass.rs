@@ -128,8 +128,12 @@ impl ClassMatcher {
     /// Whether `server` qualifies (its inventory and labels only; whether it is free is the
     /// allocator's business).
     pub fn matches(&self, server: &Server) -> bool {
-        let no_labels = BTreeMap::new();
-        let labels = server.metadata.labels.as_ref().unwrap_or(&no_labels);
+        self.matches_prepared(&Prepared::new(server))
+    }
+
+    /// [`Self::matches`] on a server prepared once for matching against many classes.
+    pub fn matches_prepared(&self, server: &Prepared) -> bool {
+        let labels = &server.labels;
         if !self.selector.matches(labels) {
             return false;
         }
@@ -141,15 +145,11 @@ impl ClassMatcher {
         {
             return false;
         }
-        // Serialized once, for the structural patterns and the flattened keys alike.
-        let inventory = match &server.spec.hardware {
-            Some(hardware) => to_value(hardware),
-            None => Value::Object(Default::default()),
-        };
+        let inventory = &server.inventory;
         let any = |patterns: &[Pattern], value: &Value| {
             patterns.is_empty() || patterns.iter().any(|p| p.matches(value))
         };
-        if !any(&self.hardware, &inventory) {
+        if !any(&self.hardware, inventory) {
             return false;
         }
         let processors = &inventory["compute"]["processors"];
@@ -166,8 +166,32 @@ impl ClassMatcher {
         if self.expressions.is_empty() {
             return true;
         }
-        let flat = flatten_value(&inventory);
-        self.expressions.iter().all(|e| e.holds(&flat))
+        let flat = server.flat.get_or_init(|| flatten_value(inventory));
+        self.expressions.iter().all(|e| e.holds(flat))
+    }
+}
+
+/// What matching reads of a server (its labels and its inventory serialized to JSON, flattened
+/// on first use by an expression), prepared once: matching 10,000 servers against 100 classes
+/// must not serialize each inventory 100 times.
+#[derive(Debug)]
+pub struct Prepared {
+    labels: BTreeMap<String, String>,
+    inventory: Value,
+    flat: OnceLock<Flattened>,
+}
+
+impl Prepared {
+    /// Prepares `server` for matching.
+    pub fn new(server: &Server) -> Prepared {
+        Prepared {
+            labels: server.metadata.labels.clone().unwrap_or_default(),
+            inventory: match &server.spec.hardware {
+                Some(hardware) => to_value(hardware),
+                None => Value::Object(Default::default()),
+            },
+            flat: OnceLock::new(),
+        }
     }
 }
 

@@ -303,6 +303,7 @@ async fn respond<B>(
     let head = request.method() == Method::HEAD;
     let known = path == "/boot.ipxe"
         || path == "/ipxe"
+        || path == "/metrics"
         || path.starts_with("/assets/")
         || path.starts_with("/tftp/")
         || path.starts_with("/discovery/");
@@ -325,6 +326,13 @@ async fn respond<B>(
         Ok(script(ipxe::boot_script(&cfg.base_url), head))
     } else if path == "/ipxe" {
         machine_answer(request.uri().query(), cfg, lookup, head)
+    } else if path == "/metrics" {
+        let mut response = text(StatusCode::OK, &super::metrics::render(), head);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(response)
     } else if let Some(rest) = path.strip_prefix("/assets/") {
         serve_file(&cfg.assets_dir, rest, request.headers(), head).await
     } else if let Some(rest) = path.strip_prefix("/tftp/") {

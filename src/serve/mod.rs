@@ -8,6 +8,7 @@ pub mod dhcp;
 pub mod environments;
 pub mod http;
 pub mod metadata;
+pub mod metrics;
 pub mod servers;
 pub mod tftp;
 
