@@ -48,9 +48,16 @@ pub struct AllocateBenchArgs {
     /// Give up when not every machine is bound after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// Stop waiting for the ServerClass statuses to list the pool after this many seconds (the
+    /// machines are created then anyway; allocation does not read class statuses).
+    #[arg(long, default_value_t = 120)]
+    pub settle_timeout: u64,
     /// The `siderite` binary to benchmark (default: this one).
     #[arg(long)]
     pub binary: Option<PathBuf>,
+    /// Extra flag for the appliance's `serve` (repeatable), e.g. `--serve-arg=--watch-history=5000`.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
 }
 
 /// CPU models of the pool: (manufacturer, SMBIOS version, cores per socket).
@@ -155,13 +162,28 @@ fn capi_resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&gvk, plural)
 }
 
-/// The appliance's reconcile counters, per controller.
-async fn scrape(http: &str) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+/// The current RSS of process `pid` (`VmRSS`), in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The appliance's reconcile counters, per controller, and its lost binding races.
+async fn scrape(http: &str) -> anyhow::Result<(BTreeMap<&'static str, u64>, u64)> {
     let text = reqwest_get(http, "/metrics").await?;
-    Ok(["server", "serverclass", "metalmachine", "metalcluster"]
+    let reconciles = ["server", "serverclass", "metalmachine", "metalcluster"]
         .into_iter()
         .map(|c| (c, crate::serve::metrics::reconciles_in(&text, c)))
-        .collect())
+        .collect();
+    let conflicts =
+        crate::serve::metrics::counter_in(&text, "siderite_allocation_lock_conflicts_total");
+    Ok((reconciles, conflicts))
 }
 
 /// A plain HTTP GET on the boot HTTP server (one connection, like a Prometheus scrape).
@@ -184,8 +206,11 @@ async fn reqwest_get(base: &str, path: &str) -> anyhow::Result<String> {
 pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
     let port = crate::bench::agents::free_port()?;
     let http = format!("127.0.0.1:{port}");
-    let appliance = start_appliance(args.binary.clone(), &["--http-listen".into(), http.clone()])
-        .await?;
+    let serve_args: Vec<String> = ["--http-listen".to_owned(), http.clone()]
+        .into_iter()
+        .chain(args.serve_args.iter().cloned())
+        .collect();
+    let appliance = start_appliance(args.binary.clone(), &serve_args).await?;
     let pid = appliance.child.0.id();
     let client = appliance.client.clone();
     let concurrency = args.concurrency.max(1);
@@ -268,7 +293,7 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
         .map(|(name, m)| (name, pool.iter().filter(|s| m.matches(s)).count()))
         .collect();
     let settle = Instant::now();
-    loop {
+    let settled_classes = loop {
         let listed = class_api.list(&Default::default()).await?;
         let settled = listed.items.iter().filter(|c| {
             let name = c.metadata.name.clone().unwrap_or_default();
@@ -278,15 +303,25 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
                     .is_some_and(|s| s.servers_available.len() == *n)
             })
         });
-        if settled.count() == expected.len() {
-            break;
-        }
-        if settle.elapsed() > Duration::from_secs(args.timeout) {
-            bail!("the ServerClasses did not list their servers within {} s", args.timeout);
+        let settled = settled.count();
+        if settled == expected.len() || settle.elapsed() > Duration::from_secs(args.settle_timeout)
+        {
+            break settled;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Then until the controllers are idle (the Server controller labels and conditions every
+    // new server): allocation is measured on an appliance with nothing else to do.
+    let mut last = scrape(&http).await?.0;
+    let mut quiet = 0;
+    while quiet < 4 && settle.elapsed() < Duration::from_secs(args.settle_timeout) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = scrape(&http).await?.0;
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
     }
     let settle_secs = settle.elapsed().as_secs_f64();
+    let settled_rss_mb = rss_kib(pid).unwrap_or(0) as f64 * 1024.0 / 1e6;
 
     // Cluster API's side: the Cluster with its infrastructure ready, the MetalCluster, and per
     // machine a bootstrap Secret and a Machine naming it.
@@ -416,7 +451,7 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let counters_before = scrape(&http).await?;
+    let (counters_before, conflicts_before) = scrape(&http).await?;
     let started = Instant::now();
     send_all(
         &client,
@@ -435,7 +470,9 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
     .context("creating the MetalMachines")?;
     let created_secs = started.elapsed().as_secs_f64();
     let finished = tokio::time::timeout(Duration::from_secs(args.timeout), done_rx).await;
-    let counters_after = scrape(&http).await?;
+    let (counters_after, conflicts_after) = scrape(&http)
+        .await
+        .unwrap_or_else(|_| (counters_before.clone(), conflicts_before));
     watch.abort();
     let rss_mb = peak_rss_kib(pid).unwrap_or(0) as f64 * 1024.0 / 1e6;
     let bound_secs = match finished {
@@ -446,12 +483,26 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
 
     // Correctness: one binding per bound machine, naming that machine; no server twice; every
     // bound server selected by the machine's class.
-    let all_machines = machines.list(&Default::default()).await?.items;
-    let bindings: Api<ServerBinding> = Api::all(client.clone());
-    let binding_of: BTreeMap<String, String> = bindings
+    // An appliance that no longer answers is a result too: the figures are printed anyway.
+    let mut problems = Vec::new();
+    let all_machines = machines
         .list(&Default::default())
-        .await?
-        .items
+        .await
+        .map(|l| l.items)
+        .unwrap_or_else(|e| {
+            problems.push(format!("listing the MetalMachines failed: {e}"));
+            Vec::new()
+        });
+    let bindings: Api<ServerBinding> = Api::all(client.clone());
+    let binding_list = bindings
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_else(|e| {
+            problems.push(format!("listing the ServerBindings failed: {e}"));
+            Vec::new()
+        });
+    let binding_of: BTreeMap<String, String> = binding_list
         .into_iter()
         .map(|b| {
             (
@@ -464,7 +515,6 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| (s.metadata.name.as_deref().unwrap_or_default(), s))
         .collect();
-    let mut problems = Vec::new();
     let mut seen = BTreeSet::new();
     let mut bound_count = 0;
     for m in &all_machines {
@@ -515,7 +565,8 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
         args.servers, args.classes, args.machines
     );
     println!(
-        "  pool set up in {pool_secs:.1} s; classes settled {settle_secs:.1} s later; {} MetalMachines created in {created_secs:.2} s",
+        "  pool set up in {pool_secs:.1} s; {settled_classes} of {} class statuses listed their servers and the controllers were idle {settle_secs:.1} s later; {} MetalMachines created in {created_secs:.2} s",
+        expected.len(),
         args.machines
     );
     match bound_secs {
@@ -539,7 +590,11 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
             .join(", ")
     );
     println!(
-        "  appliance peak RSS       {rss_mb:>8.0} MB  goal < {GOAL_RSS_MB:.0} MB    ratio to goal {:.2}",
+        "  ServerBinding creates refused (lost races): {}",
+        conflicts_after - conflicts_before
+    );
+    println!(
+        "  appliance peak RSS       {rss_mb:>8.0} MB  goal < {GOAL_RSS_MB:.0} MB    ratio to goal {:.2}   (RSS before the machines: {settled_rss_mb:.0} MB)",
         rss_mb / GOAL_RSS_MB
     );
     println!(

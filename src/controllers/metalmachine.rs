@@ -8,6 +8,10 @@
 //!
 //! Two replicas without leader election stay correct: only the create of a binding decides
 //! who gets a server, and the API server lets exactly one create of a name succeed.
+//!
+//! An allocation pass reads no list from the API: the class's members come from the shared
+//! [`Pool`] index and the existing bindings from a reflector cache. A cache may lag the API by
+//! a watch event; that costs at most a refused create (AlreadyExists → the next candidate).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,8 +36,8 @@ use crate::api::{
     MetalMachine, MetalMachineStatus, Server, ServerBinding, ServerBindingSpec, ServerClass,
     set_condition,
 };
+use super::pool::Pool;
 use crate::policy::allocate::{self, Candidate};
-use crate::policy::serverclass::ClassMatcher;
 use crate::serve::servers::update_status;
 
 /// The finalizer Sidero puts on MetalMachines (kept, so Sidero-created objects stay valid).
@@ -44,12 +48,17 @@ pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
 pub const RELEASED_AT: &str = "siderite.dev/released-at";
 /// Condition type summarizing why a MetalMachine is not ready yet.
 pub const READY: &str = "Ready";
+/// Ready's reason while no eligible server is free.
+const WAITING_FOR_SERVER: &str = "WaitingForServer";
 
 /// How often a machine waiting for a server or for Cluster API objects looks again (it is
 /// also woken by every Server change).
 const WAIT: Duration = Duration::from_secs(30);
 /// Retry delay after a failed reconcile.
 const RETRY: Duration = Duration::from_secs(5);
+/// Machine reconciles that run at once. A thousand machines at once all tried the same few
+/// servers first; fewer at a time see each other's bindings in the cache sooner.
+const CONCURRENCY: u16 = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetalMachineError {
@@ -68,41 +77,61 @@ pub enum MetalMachineError {
 
 struct Context {
     client: kube::Client,
-    servers: Store<Server>,
+    pool: Pool,
     bindings: Api<ServerBinding>,
+    /// Every ServerBinding, from a reflector: what an allocation pass reads.
+    binding_cache: Store<ServerBinding>,
     server_api: Api<Server>,
     classes: Api<ServerClass>,
 }
 
 /// Runs the controller until `shutdown` is cancelled.
-pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+pub async fn run(client: kube::Client, pool: Pool, shutdown: CancellationToken) {
     let machines: Api<MetalMachine> = Api::all(client.clone());
     let servers: Api<Server> = Api::all(client.clone());
-    let server_store = super::server_cache(servers.clone());
+    let bindings: Api<ServerBinding> = Api::all(client.clone());
+    let binding_cache = super::cache(bindings.clone(), shutdown.clone());
+    // A pass before the caches hold the API's objects would see no server and no binding.
+    let ready = async {
+        pool.ready().await;
+        let _ = binding_cache.wait_until_ready().await;
+    };
+    tokio::select! {
+        () = ready => {}
+        () = shutdown.cancelled() => return,
+    }
 
     let controller = Controller::new(machines, watcher::Config::default());
     let machine_store = controller.store();
     let context = Arc::new(Context {
         client: client.clone(),
-        servers: server_store,
-        bindings: Api::all(client.clone()),
+        pool,
+        bindings,
+        binding_cache,
         server_api: servers.clone(),
         classes: Api::all(client),
     });
     controller
-        // A freed or newly clean server may be what a waiting machine needs.
+        // A freed or newly clean server may be what a machine waiting for one needs. A server
+        // that cannot be handed out (one just bound, above all) helps nobody, and a machine
+        // that has not looked yet is queued by its own events: re-queueing every unbound
+        // machine on every Server event kept 1,000 machines reconciling in a loop.
         .watches(
             servers,
             watcher::Config::default(),
-            move |_server: Server| {
+            move |server: Server| {
+                if !allocate::is_available(&server) {
+                    return Vec::new();
+                }
                 machine_store
                     .state()
                     .iter()
-                    .filter(|m| m.spec.server_ref.is_none())
+                    .filter(|m| m.spec.server_ref.is_none() && waits_for_server(m))
                     .map(|m| ObjectRef::from_obj(&**m))
                     .collect::<Vec<_>>()
             },
         )
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -322,8 +351,8 @@ async fn allocate(
             message: format!("ServerClass {class_name} does not exist"),
         }));
     };
-    let matcher = match ClassMatcher::compile(&class.spec) {
-        Ok(matcher) => matcher,
+    let members = match context.pool.members(&class) {
+        Ok(members) => members,
         Err(error) => {
             return Ok(Err(Waiting {
                 reason: "InvalidServerClass",
@@ -331,38 +360,30 @@ async fn allocate(
             }));
         }
     };
-    let bindings = context
-        .bindings
-        .list(&Default::default())
-        .await
-        .map_err(kube_error(machine, "listing ServerBindings"))?;
+    let bindings = context.binding_cache.state();
     // A binding this machine created in an earlier pass whose follow-up writes failed: adopt
     // it rather than lock a second server.
-    if let Some(mine) = bindings.items.iter().find(|b| binds(b, machine)) {
+    if let Some(mine) = bindings.iter().find(|b| binds(b, machine)) {
         let server = mine.name_any();
         return Ok(Ok(claim(machine, context, &server)
             .await?
             .then_some(server)));
     }
     let bound: BTreeMap<String, &ServerBinding> =
-        bindings.items.iter().map(|b| (b.name_any(), b)).collect();
-    let servers = context.servers.state();
-    let domain_of: BTreeMap<String, Option<String>> = servers
-        .iter()
-        .map(|s| (s.name_any(), allocate::failure_domain(s.labels())))
-        .collect();
+        bindings.iter().map(|b| (b.name_any(), &**b)).collect();
     let mut per_domain: BTreeMap<Option<String>, usize> = BTreeMap::new();
     for binding in bound.values() {
         if binding.labels().get(CLUSTER_NAME_LABEL).map(String::as_str) == Some(cluster) {
-            let domain = domain_of.get(&binding.name_any()).cloned().flatten();
+            let domain = context
+                .pool
+                .server(&binding.name_any())
+                .and_then(|s| allocate::failure_domain(s.labels()));
             *per_domain.entry(domain).or_default() += 1;
         }
     }
-    let candidates: Vec<Candidate> = servers
+    let candidates: Vec<Candidate> = members
         .iter()
-        .filter(|s| {
-            allocate::is_available(s) && !bound.contains_key(&s.name_any()) && matcher.matches(s)
-        })
+        .filter(|s| allocate::is_available(s) && !bound.contains_key(&s.name_any()))
         .map(|s| Candidate {
             name: s.name_any(),
             failure_domain: allocate::failure_domain(s.labels()),
@@ -400,7 +421,10 @@ async fn allocate(
                 return Ok(Ok(Some(candidate.name.clone())));
             }
             // Another MetalMachine (or replica) got it first.
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                crate::serve::metrics::lock_conflict();
+                continue;
+            }
             Err(error) => return Err(kube_error(machine, "creating the ServerBinding")(error)),
         }
     }
@@ -420,7 +444,7 @@ async fn allocate(
         )
     };
     Ok(Err(Waiting {
-        reason: "WaitingForServer",
+        reason: WAITING_FOR_SERVER,
         message,
     }))
 }
@@ -504,6 +528,15 @@ fn machine_reference(machine: &MetalMachine) -> ObjectReference {
         uid: machine.uid(),
         ..Default::default()
     }
+}
+
+/// Whether `machine` looked for a server and found none (its Ready condition says so).
+fn waits_for_server(machine: &MetalMachine) -> bool {
+    machine.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.reason.as_deref() == Some(WAITING_FOR_SERVER))
+    })
 }
 
 /// Whether `binding` belongs to `machine`.

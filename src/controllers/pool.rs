@@ -3,12 +3,15 @@
 //!
 //! Matching is the expensive part of both the ServerClass status and allocation: a class
 //! against a server walks its compiled patterns over the server's inventory serialized to JSON.
-//! The index keeps each class's members and recomputes them only for a server whose labels or
-//! inventory changed (a status write, such as `inUse`, changes neither), or for every server
-//! when a class's spec changed. Readers then look up members instead of matching the pool.
+//! The index keeps each class's members and rematches a server only when its labels or spec
+//! changed (its `metadata.generation` moves with the spec; a status write such as `inUse` moves
+//! neither), matching it then against every known class with one serialization. New or changed
+//! classes are matched together in one pass over the servers ([`Pool::register`]). Readers
+//! look up members instead of matching the pool.
 //!
-//! One cache for both controllers also means one copy of 10,000 inventories in memory, not one
-//! per controller.
+//! The serialized inventories are not kept: at about 20 KB of JSON tree per server they would
+//! cost more memory than the 10,000 Servers themselves. One cache for both controllers also
+//! means one copy of the Servers, not one per controller.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +25,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{HardwareInformation, Server, ServerClass, ServerClassSpec};
+use crate::api::{Server, ServerClass, ServerClassSpec};
 use crate::policy::serverclass::{ClassError, ClassMatcher, Prepared};
 
 /// The shared Server cache and class membership index. Cheap to clone.
@@ -40,8 +43,10 @@ impl Pool {
         let index = Arc::new(Mutex::new(Index::default()));
         let (notify, changed) = watch::channel(0u64);
         let feed_index = Arc::clone(&index);
-        let feed = reflector::reflector(writer, watcher(servers, watcher::Config::default()))
+        let feed = watcher(servers, watcher::Config::default())
             .default_backoff()
+            .modify(super::strip_managed_fields)
+            .reflect(writer)
             .take_until(shutdown.cancelled_owned())
             .for_each(move |event| {
                 if let Ok(event) = event {
@@ -100,10 +105,19 @@ impl Pool {
         })
     }
 
+    /// Makes the index know `classes` as they are now: the new or changed ones are matched
+    /// against every server in one pass.
+    pub fn register<'a>(&self, classes: impl IntoIterator<Item = &'a ServerClass>) {
+        let servers = self.servers.state();
+        lock(&self.index).register(classes, &servers);
+    }
+
     /// The servers `class` selects, from the cache, sorted by name; an invalid class is an
     /// error (it selects nothing).
     pub fn members(&self, class: &ServerClass) -> Result<Vec<Arc<Server>>, ClassError> {
-        let names = lock(&self.index).members(&class.name_any(), &class.spec)?;
+        self.register([class]);
+        let index = lock(&self.index);
+        let names = index.members(&class.name_any())?;
         Ok(names.iter().filter_map(|name| self.server(name)).collect())
     }
 }
@@ -114,17 +128,27 @@ fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
     index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// What matching reads of one server version.
+/// What decides a server's memberships, short of its inventory: matched afresh when either
+/// moves.
 struct Facts {
+    /// `metadata.generation`, which moves with every spec change; `None` (an API server that
+    /// does not keep it) rematches on every event.
+    generation: Option<i64>,
     labels: BTreeMap<String, String>,
-    hardware: Option<HardwareInformation>,
-    prepared: Prepared,
 }
 
 impl Facts {
+    fn of(server: &Server) -> Facts {
+        Facts {
+            generation: server.metadata.generation,
+            labels: server.metadata.labels.clone().unwrap_or_default(),
+        }
+    }
+
     fn same_as(&self, server: &Server) -> bool {
-        server.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()) == &self.labels
-            && server.spec.hardware == self.hardware
+        self.generation.is_some()
+            && server.metadata.generation == self.generation
+            && server.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()) == &self.labels
     }
 }
 
@@ -153,23 +177,19 @@ impl Index {
         if self.servers.get(&name).is_some_and(|f| f.same_as(server)) {
             return false;
         }
-        let facts = Facts {
-            labels: server.metadata.labels.clone().unwrap_or_default(),
-            hardware: server.spec.hardware.clone(),
-            prepared: Prepared::new(server),
-        };
+        let prepared = Prepared::new(server);
         for class in self.classes.values_mut() {
             let selects = class
                 .matcher
                 .as_ref()
-                .is_ok_and(|m| m.matches_prepared(&facts.prepared));
+                .is_ok_and(|m| m.matches_prepared(&prepared));
             if selects {
                 class.members.insert(name.clone());
             } else {
                 class.members.remove(&name);
             }
         }
-        self.servers.insert(name, facts);
+        self.servers.insert(name, Facts::of(server));
         true
     }
 
@@ -198,41 +218,56 @@ impl Index {
         }
     }
 
-    /// The members of class `name` with `spec`, matched afresh over every known server when
-    /// the spec is new or changed.
-    fn members(
+    /// Compiles the classes whose spec is new or changed and matches them against `servers`
+    /// in one pass: each inventory is serialized once for all of them.
+    fn register<'a>(
         &mut self,
-        name: &str,
-        spec: &ServerClassSpec,
-    ) -> Result<&BTreeSet<String>, ClassError> {
-        let stale = self.classes.get(name).is_none_or(|c| &c.spec != spec);
-        if stale {
-            let matcher = ClassMatcher::compile(spec);
-            let members = match &matcher {
-                Ok(m) => self
-                    .servers
-                    .iter()
-                    .filter(|(_, facts)| m.matches_prepared(&facts.prepared))
-                    .map(|(name, _)| name.clone())
-                    .collect(),
-                Err(_) => BTreeSet::new(),
-            };
+        classes: impl IntoIterator<Item = &'a ServerClass>,
+        servers: &[Arc<Server>],
+    ) {
+        let stale: Vec<(String, ServerClassSpec, Result<ClassMatcher, ClassError>)> = classes
+            .into_iter()
+            .filter(|c| {
+                self.classes
+                    .get(&c.name_any())
+                    .is_none_or(|known| known.spec != c.spec)
+            })
+            .map(|c| (c.name_any(), c.spec.clone(), ClassMatcher::compile(&c.spec)))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let mut members: Vec<BTreeSet<String>> = vec![BTreeSet::new(); stale.len()];
+        for server in servers {
+            let prepared = Prepared::new(server);
+            for (i, (_, _, matcher)) in stale.iter().enumerate() {
+                if matcher.as_ref().is_ok_and(|m| m.matches_prepared(&prepared)) {
+                    members[i].insert(server.name_any());
+                }
+            }
+        }
+        for ((name, spec, matcher), members) in stale.into_iter().zip(members) {
             self.classes.insert(
-                name.to_owned(),
+                name,
                 ClassEntry {
-                    spec: spec.clone(),
+                    spec,
                     matcher,
                     members,
                 },
             );
         }
-        let class = self
-            .classes
-            .get(name)
-            .expect("the class was inserted above when missing");
-        match &class.matcher {
-            Ok(_) => Ok(&class.members),
-            Err(error) => Err(error.clone()),
+    }
+
+    /// The members of the registered class `name`; an unknown class has none.
+    fn members(&self, name: &str) -> Result<&BTreeSet<String>, ClassError> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        match self.classes.get(name) {
+            None => Ok(&NONE),
+            Some(ClassEntry {
+                matcher: Err(error),
+                ..
+            }) => Err(error.clone()),
+            Some(class) => Ok(&class.members),
         }
     }
 }
@@ -240,19 +275,44 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CpuInformation, ServerSpec};
+    use crate::api::CpuInformation;
     use serde_json::json;
 
-    fn server(name: &str, cpu: &str, rack: &str) -> Server {
-        serde_json::from_value(json!({
-            "apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Server",
-            "metadata": {"name": name, "labels": {"rack": rack}},
-            "spec": {"accepted": true, "hardware": {"compute": {"processors": [{"manufacturer": cpu}]}}},
-        }))
-        .expect("a valid Server")
+    /// The index and the cache it is read with, as the feed keeps them.
+    #[derive(Default)]
+    struct Pool {
+        index: Index,
+        servers: BTreeMap<String, Arc<Server>>,
     }
 
-    fn amd_class() -> ServerClassSpec {
+    impl Pool {
+        /// Stores `server` (a new spec version when `generation` moves) and indexes it; `true`
+        /// when it was matched afresh.
+        fn put(&mut self, name: &str, cpu: &str, rack: &str, generation: i64) -> bool {
+            let server: Server = serde_json::from_value(json!({
+                "apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Server",
+                "metadata": {"name": name, "labels": {"rack": rack}, "generation": generation},
+                "spec": {"accepted": true, "hardware": {"compute": {"processors": [{"manufacturer": cpu}]}}},
+            }))
+            .expect("a valid Server");
+            self.servers.insert(name.to_owned(), Arc::new(server.clone()));
+            self.index.upsert(&server)
+        }
+
+        fn delete(&mut self, name: &str) {
+            self.servers.remove(name);
+            self.index.remove(name);
+        }
+
+        fn members(&mut self, class: &str, spec: &ServerClassSpec) -> Result<Vec<String>, ClassError> {
+            let servers: Vec<Arc<Server>> = self.servers.values().cloned().collect();
+            let class = ServerClass::new(class, spec.clone());
+            self.index.register([&class], &servers);
+            Ok(self.index.members(&class.name_any())?.iter().cloned().collect())
+        }
+    }
+
+    fn amd() -> ServerClassSpec {
         let mut spec = ServerClassSpec::default();
         spec.qualifiers.cpu.push(CpuInformation {
             manufacturer: Some("AMD".into()),
@@ -261,82 +321,66 @@ mod tests {
         spec
     }
 
-    fn members(index: &mut Index, class: &str, spec: &ServerClassSpec) -> Vec<String> {
-        index
-            .members(class, spec)
-            .expect("valid")
-            .iter()
-            .cloned()
-            .collect()
-    }
-
     #[test]
-    fn membership_follows_inventory_changes_of_one_server() {
-        let mut index = Index::default();
-        index.upsert(&server("a", "AMD", "r1"));
-        index.upsert(&server("b", "Intel", "r1"));
-        assert_eq!(members(&mut index, "amd", &amd_class()), ["a"]);
-        // A class known to the index is updated by server events, without a rematch.
-        index.upsert(&server("c", "AMD", "r2"));
-        index.upsert(&server("a", "Intel", "r1"));
-        assert_eq!(members(&mut index, "amd", &amd_class()), ["c"]);
-        index.remove("c");
-        assert!(members(&mut index, "amd", &amd_class()).is_empty());
+    fn membership_follows_the_changes_of_one_server() {
+        let mut pool = Pool::default();
+        pool.put("a", "AMD", "r1", 1);
+        pool.put("b", "Intel", "r1", 1);
+        assert_eq!(pool.members("amd", &amd()).unwrap(), ["a"]);
+        // Once registered, the class follows server events without a pass over the pool.
+        pool.put("c", "AMD", "r2", 1);
+        pool.put("a", "Intel", "r1", 2);
+        assert_eq!(pool.index.members("amd").unwrap().len(), 1);
+        assert_eq!(pool.members("amd", &amd()).unwrap(), ["c"]);
+        pool.delete("c");
+        assert!(pool.members("amd", &amd()).unwrap().is_empty());
     }
 
     #[test]
     fn a_changed_class_spec_is_matched_afresh() {
-        let mut index = Index::default();
-        index.upsert(&server("a", "AMD", "r1"));
-        index.upsert(&server("b", "Intel", "r2"));
-        assert_eq!(members(&mut index, "c", &amd_class()), ["a"]);
+        let mut pool = Pool::default();
+        pool.put("a", "AMD", "r1", 1);
+        pool.put("b", "Intel", "r2", 1);
+        assert_eq!(pool.members("c", &amd()).unwrap(), ["a"]);
         let mut by_rack = ServerClassSpec::default();
         by_rack.selector.match_labels = Some([("rack".to_owned(), "r2".to_owned())].into());
-        assert_eq!(members(&mut index, "c", &by_rack), ["b"]);
+        assert_eq!(pool.members("c", &by_rack).unwrap(), ["b"]);
     }
 
     #[test]
     fn an_invalid_class_selects_nothing_and_says_why() {
-        let mut index = Index::default();
-        index.upsert(&server("a", "AMD", "r1"));
+        let mut pool = Pool::default();
+        pool.put("a", "AMD", "r1", 1);
         let mut bad = ServerClassSpec::default();
         bad.qualifiers.cpu.push(CpuInformation {
             manufacturer: Some("AMD[".into()),
             version: None,
         });
         assert!(matches!(
-            index.members("bad", &bad),
+            pool.members("bad", &bad),
             Err(ClassError::BadRegex { .. })
         ));
     }
 
     #[test]
     fn a_relist_forgets_servers_deleted_while_the_watch_was_down() {
-        let mut index = Index::default();
-        index.upsert(&server("a", "AMD", "r1"));
-        index.upsert(&server("b", "AMD", "r1"));
-        assert_eq!(members(&mut index, "amd", &amd_class()), ["a", "b"]);
-        index.relist_started();
-        index.upsert(&server("b", "AMD", "r1"));
-        index.relist_done();
-        assert_eq!(members(&mut index, "amd", &amd_class()), ["b"]);
+        let mut pool = Pool::default();
+        pool.put("a", "AMD", "r1", 1);
+        pool.put("b", "AMD", "r1", 1);
+        assert_eq!(pool.members("amd", &amd()).unwrap(), ["a", "b"]);
+        pool.index.relist_started();
+        pool.put("b", "AMD", "r1", 1);
+        pool.index.relist_done();
+        assert_eq!(pool.index.members("amd").unwrap().iter().collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]
-    fn only_a_label_or_inventory_change_rematches_a_server() {
-        let mut index = Index::default();
-        let mut s = server("a", "AMD", "r1");
-        assert!(index.upsert(&s));
-        s.spec = ServerSpec {
-            cordoned: true,
-            ..s.spec.clone()
-        };
-        s.status = Some(crate::api::ServerStatus {
-            in_use: true,
-            ..Default::default()
-        });
-        assert!(!index.upsert(&s), "a status or cordon change is not rematched");
-        s.labels_mut().insert("rack".into(), "r2".into());
-        assert!(index.upsert(&s));
+    fn only_a_new_spec_or_new_labels_rematch_a_server() {
+        let mut pool = Pool::default();
+        assert!(pool.put("a", "AMD", "r1", 1));
+        // Same generation and labels: a status write, such as inUse.
+        assert!(!pool.put("a", "AMD", "r1", 1));
+        assert!(pool.put("a", "AMD", "r2", 1), "new labels");
+        assert!(pool.put("a", "AMD", "r2", 2), "new spec");
     }
 }

@@ -2,8 +2,10 @@
 //! the Servers that a class selects (`policy::serverclass`), reports an invalid class in its
 //! `Valid` condition, and makes sure the built-in class `any` exists.
 //!
-//! Every Server change re-queues every class (the scheduler coalesces bursts); each reconcile
-//! matches the class against the Server cache of a reflector, not the API.
+//! Server changes re-queue every class, at most once per [`TRIGGER_EVERY`] (a burst of changes
+//! becomes one round); each reconcile reads the class's members from the shared
+//! [`Pool`](super::pool::Pool) index, which rematches only servers whose inventory or labels
+//! changed, and writes the status only when it changed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,17 +15,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::pool::Pool;
 use crate::api::{
     Condition, ConditionStatus, Server, ServerClass, ServerClassSpec, ServerClassStatus,
     set_condition,
 };
 use crate::policy::allocate;
-use crate::policy::serverclass::ClassMatcher;
+use crate::policy::serverclass::ClassError;
 
 /// Condition type saying whether a class's qualifiers are valid.
 pub const VALID: &str = "Valid";
@@ -32,6 +35,13 @@ pub const ANY: &str = "any";
 
 /// Retry delay after a failed reconcile.
 const RETRY: Duration = Duration::from_secs(5);
+/// Server changes re-queue the classes at most this often. A status lists up to thousands of
+/// names, and the API server keeps every version it writes in its watch history for a while:
+/// rewriting 100 classes four times a second while 1,000 machines were allocated took the
+/// appliance past 3 GB (docs/benchmarks.md). A status two seconds late misleads nobody.
+pub const TRIGGER_EVERY: Duration = Duration::from_secs(2);
+/// Class reconciles that run at once.
+const CONCURRENCY: u16 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerClassControllerError {
@@ -41,35 +51,33 @@ pub enum ServerClassControllerError {
 
 struct Context {
     classes: Api<ServerClass>,
-    servers: Store<Server>,
+    /// Every class, so that the pool matches all new ones in one pass.
+    class_store: Store<ServerClass>,
+    pool: Pool,
 }
 
 /// Runs the controller until `shutdown` is cancelled.
-pub async fn run(client: kube::Client, shutdown: CancellationToken) {
-    let classes: Api<ServerClass> = Api::all(client.clone());
-    let servers: Api<Server> = Api::all(client);
+pub async fn run(client: kube::Client, pool: Pool, shutdown: CancellationToken) {
+    let classes: Api<ServerClass> = Api::all(client);
     ensure_any(&classes).await;
 
-    let server_store = super::server_cache(servers.clone());
-
+    // Statuses computed before the cache holds every server would list too few.
+    tokio::select! {
+        () = pool.ready() => {}
+        () = shutdown.cancelled() => return,
+    }
     let controller = Controller::new(classes.clone(), watcher::Config::default());
-    let class_store = controller.store();
+    let triggers = pool.triggers(TRIGGER_EVERY);
     let context = Arc::new(Context {
         classes,
-        servers: server_store,
+        class_store: controller.store(),
+        pool,
     });
     controller
-        .watches(
-            servers,
-            watcher::Config::default(),
-            move |_server: Server| {
-                class_store
-                    .state()
-                    .iter()
-                    .map(|class| ObjectRef::from_obj(&**class))
-                    .collect::<Vec<_>>()
-            },
-        )
+        // Each reconcile builds, sends and receives a status of up to thousands of names: a
+        // hundred at once held a gigabyte of transient JSON between them (docs/benchmarks.md).
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .reconcile_all_on(triggers)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -94,15 +102,15 @@ async fn ensure_any(classes: &Api<ServerClass>) {
     }
 }
 
-/// What a class's status should be, given every known server: names sorted, available being
-/// the matching servers that are accepted, clean, not cordoned and not in use.
+/// What a class's status should be, given the servers it selects (or why it selects none):
+/// names sorted, available being the selected servers that are accepted, clean, not cordoned
+/// and not in use.
 pub fn class_status(
-    spec: &ServerClassSpec,
-    servers: &[Arc<Server>],
+    selected: Result<&[Arc<Server>], &ClassError>,
     now: Time,
 ) -> ServerClassStatus {
     let mut status = ServerClassStatus::default();
-    let valid = match ClassMatcher::compile(spec) {
+    let valid = match selected {
         Err(error) => Condition::new(
             VALID,
             ConditionStatus::False,
@@ -110,8 +118,8 @@ pub fn class_status(
             format!("{error}; the class matches no server until this is fixed"),
             now,
         ),
-        Ok(matcher) => {
-            for server in servers.iter().filter(|s| matcher.matches(s)) {
+        Ok(servers) => {
+            for server in servers {
                 if allocate::is_in_use(server) {
                     status.servers_in_use.push(server.name_any());
                 } else if allocate::is_available(server) {
@@ -138,8 +146,11 @@ async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ServerClassControllerError> {
     let name = class.name_any();
-    let servers = context.servers.state();
-    let mut wanted = class_status(&class.spec, &servers, Time(jiff::Timestamp::now()));
+    context
+        .pool
+        .register(context.class_store.state().iter().map(|c| &**c));
+    let selected = context.pool.members(&class);
+    let mut wanted = class_status(selected.as_deref(), Time(jiff::Timestamp::now()));
     let current = class.status.clone().unwrap_or_default();
     // Keep the transition time of an unchanged condition.
     let mut conditions = current.conditions.clone();
@@ -177,6 +188,13 @@ mod tests {
     use super::*;
     use crate::api::{ServerSpec, ServerStatus};
     use crate::controllers::tests::at;
+    use crate::policy::serverclass::ClassMatcher;
+
+    /// What the pool's index selects, matched directly.
+    fn select(spec: &ServerClassSpec, servers: &[Arc<Server>]) -> Result<Vec<Arc<Server>>, ClassError> {
+        let matcher = ClassMatcher::compile(spec)?;
+        Ok(servers.iter().filter(|s| matcher.matches(s)).cloned().collect())
+    }
 
     fn server(
         name: &str,
@@ -211,7 +229,8 @@ mod tests {
             server("cordoned", true, true, true, false),
             server("bound", true, false, false, true),
         ];
-        let status = class_status(&ServerClassSpec::default(), &servers, at(0));
+        let selected = select(&ServerClassSpec::default(), &servers);
+        let status = class_status(selected.as_deref(), at(0));
         assert_eq!(status.servers_available, ["a-free", "b-free"]);
         assert_eq!(status.servers_in_use, ["bound"]);
         assert_eq!(status.conditions[0].status, ConditionStatus::True);
@@ -225,7 +244,7 @@ mod tests {
             version: Some("EPYC[".into()),
         });
         let servers = [server("free", true, true, false, false)];
-        let status = class_status(&spec, &servers, at(0));
+        let status = class_status(select(&spec, &servers).as_deref(), at(0));
         assert!(status.servers_available.is_empty());
         let valid = &status.conditions[0];
         assert_eq!(valid.status, ConditionStatus::False);

@@ -38,6 +38,7 @@ struct ReconcileLabels {
 struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
+    lock_conflicts: Counter,
 }
 
 fn metrics() -> &'static Metrics {
@@ -50,9 +51,16 @@ fn metrics() -> &'static Metrics {
             "Reconciles run by each controller, by outcome",
             reconciles.clone(),
         );
+        let lock_conflicts = Counter::default();
+        registry.register(
+            "allocation_lock_conflicts",
+            "ServerBinding creates refused because the server was already bound (lost races)",
+            lock_conflicts.clone(),
+        );
         Metrics {
             registry,
             reconciles,
+            lock_conflicts,
         }
     })
 }
@@ -66,6 +74,11 @@ pub fn reconciled(controller: Controller, ok: bool) {
         .inc();
 }
 
+/// Counts one ServerBinding create that found the server already bound.
+pub fn lock_conflict() {
+    metrics().lock_conflicts.inc();
+}
+
 /// The metrics in the Prometheus text exposition format.
 pub fn render() -> String {
     let mut text = String::new();
@@ -74,6 +87,15 @@ pub fn render() -> String {
         tracing::warn!(%error, "encoding the metrics failed");
     }
     text
+}
+
+/// The value of the counter `name` (e.g. `siderite_allocation_lock_conflicts_total`) in a
+/// scrape of [`render`]'s format; 0 when absent.
+pub fn counter_in(scrape: &str, name: &str) -> u64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The value of `siderite_controller_reconciles_total` for `controller` (both outcomes) in a

@@ -22,6 +22,12 @@ use tokio::sync::{oneshot, watch};
 /// How many change events are kept for watches that resume from an older version.
 pub const DEFAULT_HISTORY: usize = 50_000;
 
+/// At most this many bytes of objects are kept by the history, whatever the event count:
+/// 50,000 events of 200 KB ServerClass statuses would otherwise hold 10 GB. Generous, because
+/// a watcher that falls further behind must relist: at 128 MiB, watchers lagging behind the
+/// setup of 10,000 Servers relisted again and again, which slowed everything more.
+pub const HISTORY_BYTES: usize = 256 << 20;
+
 /// Most write requests folded into one SQLite transaction.
 const MAX_BATCH: usize = 512;
 
@@ -203,6 +209,10 @@ struct Memory {
     /// Every event with a version at or above this one is still in `history`.
     history_start: u64,
     history_cap: usize,
+    /// The JSON bytes of the objects of the events in `history` (an event's previous version
+    /// is usually the object of the event before it, so it is not counted again).
+    history_bytes: usize,
+    history_bytes_cap: usize,
 }
 
 impl Memory {
@@ -213,13 +223,22 @@ impl Memory {
     }
 
     fn push_event(&mut self, event: Arc<Event>) {
-        if self.history.len() == self.history_cap
+        self.history_bytes += event_bytes(&event);
+        self.history.push_back(event);
+        // The newest event always stays: a live watcher must see every change.
+        while self.history.len() > 1
+            && (self.history.len() > self.history_cap
+                || self.history_bytes > self.history_bytes_cap)
             && let Some(evicted) = self.history.pop_front()
         {
+            self.history_bytes -= event_bytes(&evicted);
             self.history_start = evicted.rv + 1;
         }
-        self.history.push_back(event);
     }
+}
+
+fn event_bytes(event: &Event) -> usize {
+    event.object.json.len()
 }
 
 struct WriteRequest {
@@ -245,6 +264,16 @@ impl Store {
     /// Opens (or creates) the database at `path`, loads every object into memory and starts the
     /// writer thread.
     pub fn open(path: &Path, history_cap: usize) -> Result<Store, StoreError> {
+        Self::open_with_limits(path, history_cap, HISTORY_BYTES)
+    }
+
+    /// [`Store::open`] keeping at most `history_cap` events and `history_bytes` bytes of
+    /// object versions in the history.
+    pub fn open_with_limits(
+        path: &Path,
+        history_cap: usize,
+        history_bytes: usize,
+    ) -> Result<Store, StoreError> {
         let display = path.display().to_string();
         let sql = |source| StoreError::Sqlite {
             path: display.clone(),
@@ -317,6 +346,8 @@ impl Store {
             history: VecDeque::new(),
             history_start: rv + 1,
             history_cap: history_cap.max(1),
+            history_bytes: 0,
+            history_bytes_cap: history_bytes,
         }));
         let (version_tx, version) = watch::channel(rv);
         let (writer, requests) = mpsc::channel();
@@ -786,6 +817,46 @@ mod tests {
         assert_eq!(events.iter().map(|e| e.rv).collect::<Vec<_>>(), vec![4, 5]);
         assert!(store.events_after(2).is_ok(), "3, 4, 5 are all still held");
         assert!(store.events_after(1).is_err(), "version 2 has been evicted");
+    }
+
+    #[tokio::test]
+    async fn history_holds_at_most_its_byte_budget_but_always_the_newest_event() {
+        let dir = tempfile::tempdir().unwrap();
+        // The size of one stored create (every name below has one letter, every version one
+        // digit), measured on a store of its own.
+        let probe = Store::open(&dir.path().join("p.db"), 100).unwrap();
+        let one = probe
+            .commit(Op::Create {
+                key: key("a"),
+                object: obj("a", false),
+            })
+            .await
+            .unwrap()
+            .object
+            .json
+            .len();
+        // Room for three creates' worth of bytes, ample room in events.
+        let store = Store::open_with_limits(&dir.path().join("s.db"), 100, 3 * one + 1).unwrap();
+        for n in ["a", "b", "c", "d", "e"] {
+            store
+                .commit(Op::Create {
+                    key: key(n),
+                    object: obj(n, false),
+                })
+                .await
+                .unwrap();
+        }
+        assert!(store.events_after(2).is_ok(), "3, 4, 5 fit the budget");
+        assert!(store.events_after(1).is_err(), "version 2 is beyond it");
+        // An event larger than the whole budget is still served to live watchers.
+        let tiny = Store::open_with_limits(&dir.path().join("t.db"), 100, 1).unwrap();
+        tiny.commit(Op::Create {
+            key: key("a"),
+            object: obj("a", false),
+        })
+        .await
+        .unwrap();
+        assert_eq!(tiny.events_after(0).unwrap().len(), 1);
     }
 
     #[tokio::test]
