@@ -270,12 +270,14 @@ fn start_controllers(
         renew_before: std::time::Duration::from_secs(args.leader_elect_renew_before),
     };
     let for_controllers = client.clone();
-    Ok(Some(tokio::spawn(siderite::controllers::leader::run_elected(
-        client.clone(),
-        config,
-        shutdown.clone(),
-        move |token| siderite::controllers::start(for_controllers.clone(), token),
-    ))))
+    Ok(Some(tokio::spawn(
+        siderite::controllers::leader::run_elected(
+            client.clone(),
+            config,
+            shutdown.clone(),
+            move |token| siderite::controllers::start(for_controllers.clone(), token),
+        ),
+    )))
 }
 
 fn boot_plane_config(args: &ServeArgs) -> anyhow::Result<siderite::serve::BootPlaneConfig> {

@@ -52,7 +52,13 @@ async fn fifty_machines_race_for_forty_servers_across_two_replicas() {
     let replica_state = appliance.dir.path().join("replica");
     let replica = Replica(
         Command::new(env!("CARGO_BIN_EXE_siderite"))
-            .args(["serve", "--http-listen", "127.0.0.1:0", "--leader-elect=false", "--kubeconfig"])
+            .args([
+                "serve",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--leader-elect=false",
+                "--kubeconfig",
+            ])
             .arg(&appliance.kubeconfig)
             .arg("--state-dir")
             .arg(&replica_state)

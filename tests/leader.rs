@@ -161,7 +161,11 @@ async fn reconciled_cluster(client: &kube::Client, name: &str) {
     .await;
 }
 
-fn other<'a>(a: &'a mut Replica, b: &'a mut Replica, leader: &str) -> (&'a mut Replica, &'a mut Replica) {
+fn other<'a>(
+    a: &'a mut Replica,
+    b: &'a mut Replica,
+    leader: &str,
+) -> (&'a mut Replica, &'a mut Replica) {
     if a.identity == leader { (a, b) } else { (b, a) }
 }
 
@@ -193,9 +197,11 @@ async fn only_the_lease_holder_reconciles_and_the_other_takes_over_when_it_dies(
     leader.signal(libc::SIGKILL);
     let killed = Instant::now();
     leader.wait_exit();
-    let second = wait_for("the follower to take the Lease", 3 * LEASE_SECONDS, || async {
-        holder(&leases).await.filter(|h| *h != first)
-    })
+    let second = wait_for(
+        "the follower to take the Lease",
+        3 * LEASE_SECONDS,
+        || async { holder(&leases).await.filter(|h| *h != first) },
+    )
     .await;
     let takeover = killed.elapsed();
     assert_eq!(second, follower.identity);

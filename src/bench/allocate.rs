@@ -65,8 +65,16 @@ const CPUS: [(&str, &str, u32); 5] = [
     ("AMD", "AMD EPYC 7543 32-Core Processor", 32),
     ("AMD", "AMD EPYC 7313 16-Core Processor", 16),
     ("AMD", "AMD EPYC 7763 64-Core Processor", 64),
-    ("Intel(R) Corporation", "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz", 32),
-    ("Intel(R) Corporation", "Intel(R) Xeon(R) Silver 4314 CPU @ 2.40GHz", 16),
+    (
+        "Intel(R) Corporation",
+        "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
+        32,
+    ),
+    (
+        "Intel(R) Corporation",
+        "Intel(R) Xeon(R) Silver 4314 CPU @ 2.40GHz",
+        16,
+    ),
 ];
 
 /// System vendors of the pool: (manufacturer, product).
@@ -118,7 +126,9 @@ pub fn pool_class(k: usize) -> Value {
     let (maker, _) = SYSTEMS[k % SYSTEMS.len()];
     let spec = match k % 6 {
         // v1alpha1 cpu list with a regular expression, as published YAML writes it.
-        0 => json!({"qualifiers": {"cpu": [{"manufacturer": cpu_maker, "version": regex_of(cpu)}]}}),
+        0 => {
+            json!({"qualifiers": {"cpu": [{"manufacturer": cpu_maker, "version": regex_of(cpu)}]}})
+        }
         1 => json!({"qualifiers": {"systemInformation": [{"manufacturer": maker}]}}),
         2 => {
             let cores = ["32", "64", "96"][k % 3];
@@ -153,7 +163,9 @@ fn regex_of(cpu: &str) -> String {
     let family = words
         .iter()
         .position(|w| w.starts_with("EPYC") || w.starts_with("Xeon"))
-        .map_or(cpu.to_owned(), |at| words[at..(at + 2).min(words.len())].join(" "));
+        .map_or(cpu.to_owned(), |at| {
+            words[at..(at + 2).min(words.len())].join(" ")
+        });
     format!("{}.*", regex::escape(&family))
 }
 
@@ -221,7 +233,12 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
     let servers: Vec<Value> = (0..args.servers).map(pool_server).collect();
     let names: Vec<String> = servers
         .iter()
-        .map(|s| s["metadata"]["name"].as_str().unwrap_or_default().to_owned())
+        .map(|s| {
+            s["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     send_all(
         &client,
@@ -282,7 +299,12 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let matchers: BTreeMap<String, ClassMatcher> = specs
         .iter()
-        .map(|c| Ok((c.metadata.name.clone().unwrap_or_default(), ClassMatcher::compile(&c.spec)?)))
+        .map(|c| {
+            Ok((
+                c.metadata.name.clone().unwrap_or_default(),
+                ClassMatcher::compile(&c.spec)?,
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
     let pool: Vec<Server> = servers
         .iter()
@@ -434,9 +456,8 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
         async move {
             let mut bound: HashMap<String, bool> = HashMap::new();
             let mut done = Some(done_tx);
-            let mut stream = std::pin::pin!(
-                watcher(machines, watcher::Config::default()).applied_objects()
-            );
+            let mut stream =
+                std::pin::pin!(watcher(machines, watcher::Config::default()).applied_objects());
             while let Some(machine) = stream.try_next().await? {
                 let ready = machine.spec.server_ref.is_some()
                     && machine.status.as_ref().is_some_and(|s| s.ready);
@@ -459,7 +480,9 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
         metal_machines.into_iter().map(|body| {
             (
                 http::Method::POST,
-                format!("/apis/infrastructure.cluster.x-k8s.io/v1alpha3/namespaces/{NS}/metalmachines"),
+                format!(
+                    "/apis/infrastructure.cluster.x-k8s.io/v1alpha3/namespaces/{NS}/metalmachines"
+                ),
                 "application/json",
                 body,
             )
@@ -543,7 +566,9 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
             .zip(by_name.get(server.as_str()))
             .is_some_and(|(matcher, s)| matcher.matches(s));
         if !in_class {
-            problems.push(format!("machine {name} got {server}, which class {class} does not select"));
+            problems.push(format!(
+                "machine {name} got {server}, which class {class} does not select"
+            ));
         }
     }
     if binding_of.len() != bound_count {
@@ -600,8 +625,14 @@ pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
     println!(
         "  bindings {} for {bound_count} bound machines; servers bound twice: {}; outside their class: {}",
         binding_of.len(),
-        problems.iter().filter(|p| p.contains("two machines")).count(),
-        problems.iter().filter(|p| p.contains("does not select")).count()
+        problems
+            .iter()
+            .filter(|p| p.contains("two machines"))
+            .count(),
+        problems
+            .iter()
+            .filter(|p| p.contains("does not select"))
+            .count()
     );
     if let Some(first) = problems.first() {
         bail!("{} problems, first: {first}", problems.len());
@@ -624,8 +655,8 @@ mod tests {
         let mut sizes = Vec::new();
         for k in 0..100 {
             let class: ServerClass = serde_json::from_value(pool_class(k)).expect("valid class");
-            let matcher = ClassMatcher::compile(&class.spec)
-                .unwrap_or_else(|e| panic!("class {k}: {e}"));
+            let matcher =
+                ClassMatcher::compile(&class.spec).unwrap_or_else(|e| panic!("class {k}: {e}"));
             sizes.push(pool.iter().filter(|s| matcher.matches(s)).count());
         }
         // 10 machines per class out of a 10,000-server pool: a fifth of this pool is plenty.

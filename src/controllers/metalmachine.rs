@@ -31,12 +31,12 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::pool::Pool;
 use crate::api::{
     Condition, ConditionStatus, INSTALLED_CONDITION, Initialization, METADATA_TOKEN_ANNOTATION,
     MetalMachine, MetalMachineStatus, Server, ServerBinding, ServerBindingSpec, ServerClass,
     set_condition,
 };
-use super::pool::Pool;
 use crate::policy::allocate::{self, Candidate};
 use crate::serve::servers::update_status;
 
@@ -90,6 +90,7 @@ pub async fn run(client: kube::Client, pool: Pool, shutdown: CancellationToken) 
     let machines: Api<MetalMachine> = Api::all(client.clone());
     let servers: Api<Server> = Api::all(client.clone());
     let bindings: Api<ServerBinding> = Api::all(client.clone());
+    let binding_events = bindings.clone();
     let binding_cache = super::cache(bindings.clone(), shutdown.clone());
     // A pass before the caches hold the API's objects would see no server and no binding.
     let ready = async {
@@ -103,6 +104,7 @@ pub async fn run(client: kube::Client, pool: Pool, shutdown: CancellationToken) 
 
     let controller = Controller::new(machines, watcher::Config::default());
     let machine_store = controller.store();
+    let waiting_store = controller.store();
     let context = Arc::new(Context {
         client: client.clone(),
         pool,
@@ -123,13 +125,15 @@ pub async fn run(client: kube::Client, pool: Pool, shutdown: CancellationToken) 
                 if !allocate::is_available(&server) {
                     return Vec::new();
                 }
-                machine_store
-                    .state()
-                    .iter()
-                    .filter(|m| m.spec.server_ref.is_none() && waits_for_server(m))
-                    .map(|m| ObjectRef::from_obj(&**m))
-                    .collect::<Vec<_>>()
+                waiting(&machine_store)
             },
+        )
+        // A binding deleted frees its server without a Server event (a replica that lost the
+        // claim of a machine gives its binding back): the waiting machines look again.
+        .watches(
+            binding_events,
+            watcher::Config::default(),
+            move |_binding: ServerBinding| waiting(&waiting_store),
         )
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.cancelled_owned())
@@ -528,6 +532,16 @@ fn machine_reference(machine: &MetalMachine) -> ObjectReference {
         uid: machine.uid(),
         ..Default::default()
     }
+}
+
+/// The unbound machines that looked for a server and found none.
+fn waiting(machines: &Store<MetalMachine>) -> Vec<ObjectRef<MetalMachine>> {
+    machines
+        .state()
+        .iter()
+        .filter(|m| m.spec.server_ref.is_none() && waits_for_server(m))
+        .map(|m| ObjectRef::from_obj(&**m))
+        .collect()
 }
 
 /// Whether `machine` looked for a server and found none (its Ready condition says so).

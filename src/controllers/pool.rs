@@ -125,7 +125,9 @@ impl Pool {
 fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
     // The index is plain data and every update leaves it consistent; a panic elsewhere while
     // it was held does not make it wrong.
-    index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What decides a server's memberships, short of its inventory: matched afresh when either
@@ -241,7 +243,10 @@ impl Index {
         for server in servers {
             let prepared = Prepared::new(server);
             for (i, (_, _, matcher)) in stale.iter().enumerate() {
-                if matcher.as_ref().is_ok_and(|m| m.matches_prepared(&prepared)) {
+                if matcher
+                    .as_ref()
+                    .is_ok_and(|m| m.matches_prepared(&prepared))
+                {
                     members[i].insert(server.name_any());
                 }
             }
@@ -295,7 +300,8 @@ mod tests {
                 "spec": {"accepted": true, "hardware": {"compute": {"processors": [{"manufacturer": cpu}]}}},
             }))
             .expect("a valid Server");
-            self.servers.insert(name.to_owned(), Arc::new(server.clone()));
+            self.servers
+                .insert(name.to_owned(), Arc::new(server.clone()));
             self.index.upsert(&server)
         }
 
@@ -304,11 +310,20 @@ mod tests {
             self.index.remove(name);
         }
 
-        fn members(&mut self, class: &str, spec: &ServerClassSpec) -> Result<Vec<String>, ClassError> {
+        fn members(
+            &mut self,
+            class: &str,
+            spec: &ServerClassSpec,
+        ) -> Result<Vec<String>, ClassError> {
             let servers: Vec<Arc<Server>> = self.servers.values().cloned().collect();
             let class = ServerClass::new(class, spec.clone());
             self.index.register([&class], &servers);
-            Ok(self.index.members(&class.name_any())?.iter().cloned().collect())
+            Ok(self
+                .index
+                .members(&class.name_any())?
+                .iter()
+                .cloned()
+                .collect())
         }
     }
 
@@ -371,7 +386,14 @@ mod tests {
         pool.index.relist_started();
         pool.put("b", "AMD", "r1", 1);
         pool.index.relist_done();
-        assert_eq!(pool.index.members("amd").unwrap().iter().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(
+            pool.index
+                .members("amd")
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
     }
 
     #[test]

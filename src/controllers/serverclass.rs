@@ -105,10 +105,7 @@ async fn ensure_any(classes: &Api<ServerClass>) {
 /// What a class's status should be, given the servers it selects (or why it selects none):
 /// names sorted, available being the selected servers that are accepted, clean, not cordoned
 /// and not in use.
-pub fn class_status(
-    selected: Result<&[Arc<Server>], &ClassError>,
-    now: Time,
-) -> ServerClassStatus {
+pub fn class_status(selected: Result<&[Arc<Server>], &ClassError>, now: Time) -> ServerClassStatus {
     let mut status = ServerClassStatus::default();
     let valid = match selected {
         Err(error) => Condition::new(
@@ -191,9 +188,16 @@ mod tests {
     use crate::policy::serverclass::ClassMatcher;
 
     /// What the pool's index selects, matched directly.
-    fn select(spec: &ServerClassSpec, servers: &[Arc<Server>]) -> Result<Vec<Arc<Server>>, ClassError> {
+    fn select(
+        spec: &ServerClassSpec,
+        servers: &[Arc<Server>],
+    ) -> Result<Vec<Arc<Server>>, ClassError> {
         let matcher = ClassMatcher::compile(spec)?;
-        Ok(servers.iter().filter(|s| matcher.matches(s)).cloned().collect())
+        Ok(servers
+            .iter()
+            .filter(|s| matcher.matches(s))
+            .cloned()
+            .collect())
     }
 
     fn server(

@@ -120,7 +120,9 @@ mod tests {
         reconciled(Controller::metalcluster, false);
         let scrape = render();
         assert!(
-            scrape.contains(r#"siderite_controller_reconciles_total{controller="metalcluster",result="error"}"#),
+            scrape.contains(
+                r#"siderite_controller_reconciles_total{controller="metalcluster",result="error"}"#
+            ),
             "{scrape}"
         );
         assert_eq!(reconciles_in(&scrape, "metalcluster"), before + 2);
