@@ -96,7 +96,7 @@ pub fn pool_server(i: usize) -> Value {
     let mut server = realistic_server(i);
     let (maker, product) = SYSTEMS[i % SYSTEMS.len()];
     let (cpu_maker, cpu, cores) = CPUS[(i / 4) % CPUS.len()];
-    let sockets: u32 = if i % 7 == 0 { 1 } else { 2 };
+    let sockets: u32 = if i.is_multiple_of(7) { 1 } else { 2 };
     let memory_gib: u64 = [128, 256, 512, 1024][(i / 3) % 4];
     let hardware = &mut server["spec"]["hardware"];
     hardware["system"]["manufacturer"] = json!(maker);
