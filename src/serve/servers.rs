@@ -40,38 +40,16 @@ pub struct ServerIndex {
     changes: watch::Receiver<u64>,
 }
 
-/// A reflector store of every `K`, fed for the life of the process.
-fn cache<K>(client: &kube::Client) -> Store<K>
-where
-    K: kube::Resource<Scope = kube::core::ClusterResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (store, writer) = reflector::store();
-    let feed = reflector::reflector(
-        writer,
-        watcher(Api::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| async {});
-    tokio::spawn(feed);
-    store
-}
-
 impl ServerIndex {
     /// Starts watching Servers, ServerBindings and ServerClasses through `client`; the caches
     /// fill in the background.
     pub fn start(client: kube::Client, shutdown: CancellationToken) -> Self {
         let (store, writer) = reflector::store();
         let (tx, changes) = watch::channel(0u64);
-        let bindings = cache::<ServerBinding>(&client);
-        let classes = cache::<ServerClass>(&client);
+        let bindings =
+            crate::controllers::cache::<ServerBinding>(Api::all(client.clone()), shutdown.clone());
+        let classes =
+            crate::controllers::cache::<ServerClass>(Api::all(client.clone()), shutdown.clone());
         let api: Api<Server> = Api::all(client);
         // Boot decisions never read managedFields; dropped, 10,000 cached Servers take a third
         // less memory.
