@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Appliance, capi, ready_cluster, wait_for};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use common::{Appliance, owned_metal_machine, ready_cluster, wait_for};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use siderite::api::{MetalMachine, Server, ServerBinding};
 
@@ -96,36 +96,8 @@ async fn fifty_machines_race_for_forty_servers_across_two_replicas() {
     ready_cluster(&client, "prod").await;
 
     // Cluster API's side: a Machine with bootstrap data, owning its MetalMachine.
-    let machine_api = capi(&client, "Machine", "machines");
     for i in 0..MACHINES {
-        let name = format!("prod-{i:02}");
-        let owner: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"clusterName": "prod", "bootstrap": {"dataSecretName": format!("{name}-bootstrap")}},
-        }))
-        .unwrap();
-        let owner = machine_api
-            .create(&PostParams::default(), &owner)
-            .await
-            .unwrap();
-        let metal: MetalMachine = serde_json::from_value(json!({
-            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalMachine",
-            "metadata": {
-                "name": name, "namespace": NS,
-                "labels": {"cluster.x-k8s.io/cluster-name": "prod"},
-                "ownerReferences": [{
-                    "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
-                    "name": name, "uid": owner.metadata.uid.clone().unwrap(),
-                }],
-            },
-            "spec": {"serverClassRef": {"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "ServerClass", "name": "any"}},
-        }))
-        .unwrap();
-        machines
-            .create(&PostParams::default(), &metal)
-            .await
-            .unwrap();
+        owned_metal_machine(&client, &format!("prod-{i:02}"), "prod", "any").await;
     }
 
     let deadline = Instant::now() + Duration::from_secs(90);

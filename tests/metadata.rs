@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Appliance, capi, file_server, ready_cluster, wait_for};
+use common::{Appliance, file_server, owned_metal_machine, ready_cluster, wait_for};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
@@ -211,19 +211,8 @@ async fn pooled_server(servers: &Api<Server>, name: &str, mac: &str, extra_spec:
         .unwrap();
 }
 
-/// Cluster API's side for one machine: Machine, bootstrap Secret, and the MetalMachine.
+/// Cluster API's side for one machine: bootstrap Secret, Machine, and the MetalMachine.
 async fn machine(client: &kube::Client, name: &str, class: &str, bootstrap: &str, format: &str) {
-    let machines = capi(client, "Machine", "machines");
-    let owner: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"clusterName": "demo", "bootstrap": {"dataSecretName": format!("{name}-bootstrap")}},
-    }))
-    .unwrap();
-    let owner = machines
-        .create(&PostParams::default(), &owner)
-        .await
-        .unwrap();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -236,21 +225,7 @@ async fn machine(client: &kube::Client, name: &str, class: &str, bootstrap: &str
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    let metal: MetalMachine = serde_json::from_value(json!({
-        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalMachine",
-        "metadata": {
-            "name": name, "namespace": NS,
-            "labels": {"cluster.x-k8s.io/cluster-name": "demo"},
-            "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
-                                 "name": name, "uid": owner.metadata.uid.clone().unwrap()}],
-        },
-        "spec": {"serverClassRef": {"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "ServerClass", "name": class}},
-    }))
-    .unwrap();
-    Api::<MetalMachine>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &metal)
-        .await
-        .unwrap();
+    owned_metal_machine(client, name, "demo", class).await;
 }
 
 const TALOS_CONFIG: &str = "\

@@ -77,7 +77,7 @@ pub enum ImageError {
         "the compressed qcow2 image decompresses to more than {limit} bytes, half of the RAM available for staging it; serve the qcow2 file uncompressed (it streams without staging) or as a compressed raw image"
     )]
     StagingLimit { limit: u64 },
-    #[error("{op} {path} failed: {source}{hint}", hint = disk_hint(source))]
+    #[error("{op} {path} failed: {source}{hint}", hint = super::wipe::open_hint(source))]
     Disk {
         op: &'static str,
         path: PathBuf,
@@ -93,17 +93,6 @@ pub enum ImageError {
         offset: u64,
         end: u64,
     },
-}
-
-fn disk_hint(error: &io::Error) -> &'static str {
-    match error.raw_os_error() {
-        Some(libc::EBUSY) => " (it is in use: mounted, or part of a RAID, LVM or dm volume)",
-        Some(libc::ENOENT) => " (the disk disappeared since the inventory was taken)",
-        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => {
-            " (the device is write-protected, or the agent is not root)"
-        }
-        _ => "",
-    }
 }
 
 /// The disk (or a file standing in for one) an image goes to, opened read-write and, for a

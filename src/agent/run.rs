@@ -352,6 +352,16 @@ async fn register(client: &ApplianceClient, registration: &Registration) -> Stri
     }
 }
 
+/// The disks the agent found when it registered.
+fn inventory_disks(registration: &Registration) -> Vec<crate::api::StorageDevice> {
+    registration
+        .hardware
+        .storage
+        .as_ref()
+        .map(|s| s.devices.clone())
+        .unwrap_or_default()
+}
+
 /// Wipes every disk of the inventory in parallel, reporting progress and heartbeats while it
 /// runs, then reports the outcome until the appliance has it.
 async fn wipe_and_report(
@@ -360,12 +370,7 @@ async fn wipe_and_report(
     registration: &Registration,
     mode: WipeMode,
 ) {
-    let devices = registration
-        .hardware
-        .storage
-        .as_ref()
-        .map(|s| s.devices.clone())
-        .unwrap_or_default();
+    let devices = inventory_disks(registration);
     info!(disks = devices.len(), %mode, "wiping");
     let progress: Arc<Mutex<Vec<DiskProgress>>> = Arc::default();
     let sink = Arc::clone(&progress);
@@ -428,12 +433,7 @@ async fn deploy_and_report(
 ) {
     // The image URL is the appliance's cache, fine to log; the config drive URL is secret.
     info!(url = %image.url, format = ?image.format, compression = ?image.compression, "deploying image");
-    let devices = registration
-        .hardware
-        .storage
-        .as_ref()
-        .map(|s| s.devices.clone())
-        .unwrap_or_default();
+    let devices = inventory_disks(registration);
     let boot_id = registration.boot_id.clone();
     let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let work = deploy::deploy(

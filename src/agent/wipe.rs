@@ -92,8 +92,8 @@ pub enum WipeError {
     },
 }
 
-/// What to check when an open fails.
-fn open_hint(error: &io::Error) -> &'static str {
+/// What to check when opening or writing a disk fails (shared with the image writer).
+pub(crate) fn open_hint(error: &io::Error) -> &'static str {
     match error.raw_os_error() {
         Some(libc::EBUSY) => " (it is in use: mounted, or part of a RAID, LVM or dm volume)",
         Some(libc::ENOENT) => " (the disk disappeared since the inventory was taken)",

@@ -197,8 +197,8 @@ fn kube_error(
 
 /// A Cluster API object of the `cluster.x-k8s.io/v1beta1` group, read dynamically (Siderite
 /// does not own these types).
-async fn capi_object(
-    context: &Context,
+pub(crate) async fn capi_object(
+    client: &kube::Client,
     namespace: &str,
     kind: &str,
     plural: &str,
@@ -206,7 +206,7 @@ async fn capi_object(
 ) -> Result<Option<DynamicObject>, kube::Error> {
     let gvk = GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta1", kind);
     let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
-    Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource)
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
         .get_opt(name)
         .await
 }
@@ -267,9 +267,15 @@ async fn prerequisites(
             message: "waiting for Cluster API to set a Machine as owner".into(),
         }));
     };
-    let Some(owner_machine) = capi_object(context, namespace, "Machine", "machines", &owner.name)
-        .await
-        .map_err(kube_error(machine, "reading the owner Machine"))?
+    let Some(owner_machine) = capi_object(
+        &context.client,
+        namespace,
+        "Machine",
+        "machines",
+        &owner.name,
+    )
+    .await
+    .map_err(kube_error(machine, "reading the owner Machine"))?
     else {
         return Ok(Err(Waiting {
             reason: "WaitingForMachine",
@@ -293,7 +299,7 @@ async fn prerequisites(
             ),
         }));
     };
-    let cluster_object = capi_object(context, namespace, "Cluster", "clusters", &cluster)
+    let cluster_object = capi_object(&context.client, namespace, "Cluster", "clusters", &cluster)
         .await
         .map_err(kube_error(machine, "reading the Cluster"))?;
     let infrastructure_ready = cluster_object.as_ref().is_some_and(|c| {

@@ -24,8 +24,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject};
-use kube::core::GroupVersionKind;
+use kube::api::Api;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
@@ -33,8 +32,9 @@ use crate::api::{
     Condition, ConditionStatus, INSTALLED_CONDITION, MetalMachine, Server, ServerBinding,
     set_condition,
 };
+use crate::controllers::metalmachine::capi_object;
 use crate::policy::configpatch::{PatchSource, Patches, patch_config};
-use crate::serve::environments::{AssetKind, EnvironmentCache};
+use crate::serve::environments::{AssetKind, EnvironmentCache, hex};
 use crate::serve::http::{Body, LogLimiter, full, serve_file, text};
 use crate::serve::servers::{Allocation, ServerIndex, is_installed, update_status};
 
@@ -269,13 +269,10 @@ impl Metadata {
             .iter()
             .find(|o| o.kind == "Machine")
             .ok_or_else(|| format!("MetalMachine {namespace}/{name} has no owner Machine"))?;
-        let gvk = GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta1", "Machine");
-        let resource = ApiResource::from_gvk_with_plural(&gvk, "machines");
-        let machine =
-            Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource)
-                .get(&owner.name)
-                .await
-                .map_err(|e| format!("Machine {namespace}/{}: {e}", owner.name))?;
+        let machine = capi_object(&self.client, namespace, "Machine", "machines", &owner.name)
+            .await
+            .map_err(|e| format!("Machine {namespace}/{}: {e}", owner.name))?
+            .ok_or_else(|| format!("Machine {namespace}/{} does not exist", owner.name))?;
         let secret_name = machine.data["spec"]["bootstrap"]["dataSecretName"]
             .as_str()
             .filter(|s| !s.is_empty())
@@ -424,7 +421,7 @@ impl Metadata {
         if let Some(user_data) = fields.get("user_data") {
             use sha2::Digest as _;
             let digest = sha2::Sha256::digest(user_data.as_bytes());
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = hex(&digest);
             message.push_str(&format!(
                 "; user-data it read: {} bytes, sha256 {hex}",
                 user_data.len()

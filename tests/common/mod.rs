@@ -368,3 +368,34 @@ pub fn file_server(
     });
     FileServer { url, requests }
 }
+
+/// Cluster API's side of one machine in `default`: a Machine of `cluster` naming the bootstrap
+/// Secret `<name>-bootstrap`, and the MetalMachine it owns, asking for a server of `class`.
+pub async fn owned_metal_machine(client: &kube::Client, name: &str, cluster: &str, class: &str) {
+    use kube::api::PostParams;
+    let owner: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"clusterName": cluster, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")}},
+    }))
+    .expect("a valid Machine");
+    let owner = capi(client, "Machine", "machines")
+        .create(&PostParams::default(), &owner)
+        .await
+        .expect("create the Machine");
+    let metal: siderite::api::MetalMachine = serde_json::from_value(serde_json::json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalMachine",
+        "metadata": {
+            "name": name, "namespace": "default",
+            "labels": {"cluster.x-k8s.io/cluster-name": cluster},
+            "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
+                                 "name": name, "uid": owner.metadata.uid.clone().expect("a uid")}],
+        },
+        "spec": {"serverClassRef": {"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "ServerClass", "name": class}},
+    }))
+    .expect("a valid MetalMachine");
+    kube::Api::<siderite::api::MetalMachine>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &metal)
+        .await
+        .expect("create the MetalMachine");
+}
