@@ -7,6 +7,7 @@ pub mod apiserver;
 pub mod bench;
 pub mod controllers;
 pub mod policy;
+pub mod power;
 pub mod proto;
 pub mod serve;
 pub mod store;
