@@ -179,7 +179,11 @@ pub(crate) async fn start_appliance(
             .args(["serve", "--api-listen", "127.0.0.1:0", "--state-dir"])
             .arg(dir.path().join("state"))
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // SIDERITE_BENCH_LOG sets the appliance's RUST_LOG, to see why a run went wrong.
+            .env(
+                "RUST_LOG",
+                std::env::var("SIDERITE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?,

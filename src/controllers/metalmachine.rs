@@ -102,6 +102,7 @@ pub async fn run(client: kube::Client, pool: Pool, shutdown: CancellationToken) 
         () = shutdown.cancelled() => return,
     }
 
+    debug!("metalmachine controller: caches listed, starting");
     let controller = Controller::new(machines, watcher::Config::default());
     let machine_store = controller.store();
     let waiting_store = controller.store();

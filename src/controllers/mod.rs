@@ -32,7 +32,8 @@ pub fn start(client: kube::Client, shutdown: CancellationToken) {
 }
 
 /// A cache of every `K`, kept by a reflector task that runs until `shutdown`; controllers read
-/// it instead of listing from the API.
+/// it instead of listing from the API. Only one task may wait on its `wait_until_ready`:
+/// kube-runtime 5 wakes just the last of several tasks waiting at once (decision 63).
 pub fn cache<K>(api: Api<K>, shutdown: CancellationToken) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>

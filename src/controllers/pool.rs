@@ -34,17 +34,29 @@ pub struct Pool {
     servers: Store<Server>,
     index: Arc<Mutex<Index>>,
     changed: watch::Receiver<u64>,
+    /// True once the cache and the index hold the initial list (decision 63: not the store's
+    /// own `wait_until_ready`, which wakes only one of several waiting tasks).
+    ready: watch::Receiver<bool>,
 }
 
 impl Pool {
     /// Starts the reflector task that feeds the pool; it runs until `shutdown`.
     pub fn start(servers: Api<Server>, shutdown: CancellationToken) -> Pool {
+        let events = watcher(servers, watcher::Config::default()).default_backoff();
+        Pool::from_events(events, shutdown)
+    }
+
+    /// [`Pool::start`] on any stream of watch events (a test feeds its own).
+    fn from_events<S>(events: S, shutdown: CancellationToken) -> Pool
+    where
+        S: Stream<Item = Result<watcher::Event<Server>, watcher::Error>> + Send + 'static,
+    {
         let (store, writer) = reflector::store();
         let index = Arc::new(Mutex::new(Index::default()));
         let (notify, changed) = watch::channel(0u64);
+        let (listed, ready) = watch::channel(false);
         let feed_index = Arc::clone(&index);
-        let feed = watcher(servers, watcher::Config::default())
-            .default_backoff()
+        let feed = events
             .modify(super::strip_managed_fields)
             .reflect(writer)
             .take_until(shutdown.cancelled_owned())
@@ -57,7 +69,10 @@ impl Pool {
                         }
                         watcher::Event::Delete(server) => index.remove(&server.name_any()),
                         watcher::Event::Init => index.relist_started(),
-                        watcher::Event::InitDone => index.relist_done(),
+                        watcher::Event::InitDone => {
+                            index.relist_done();
+                            listed.send_replace(true);
+                        }
                     }
                     // Readers wake after the store and the index both hold the change.
                     notify.send_modify(|n| *n = n.wrapping_add(1));
@@ -69,14 +84,16 @@ impl Pool {
             servers: store,
             index,
             changed,
+            ready,
         }
     }
 
     /// Returns once the cache and the index hold every Server of the initial list.
+    /// Any number of tasks may wait at once.
     pub async fn ready(&self) {
-        // The writer lives as long as the feed task; a dropped one (shutdown) has nothing to
+        // The sender lives as long as the feed task; a dropped one (shutdown) has nothing to
         // wait for.
-        let _ = self.servers.wait_until_ready().await;
+        let _ = self.ready.clone().wait_for(|listed| *listed).await;
     }
 
     /// The reflector cache of every Server.
@@ -282,6 +299,33 @@ mod tests {
     use super::*;
     use crate::api::CpuInformation;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn every_task_waiting_for_the_pool_wakes_when_the_first_list_is_in() {
+        let (events, feed) = futures::channel::mpsc::unbounded();
+        let pool = super::Pool::from_events(feed, CancellationToken::new());
+        // The ServerClass and MetalMachine controllers both wait, at the same time.
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.ready().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "ready before the list"
+        );
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            events.unbounded_send(Ok(event)).expect("the feed runs");
+        }
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("every waiter wakes")
+                .expect("the waiter does not panic");
+        }
+    }
 
     /// The index and the cache it is read with, as the feed keeps them.
     #[derive(Default)]
