@@ -39,8 +39,8 @@ pub use self::hardware::{
     PciDevice, PciInformation, Processor, StorageDevice, StorageInformation, SystemInformation,
 };
 pub use self::server::{
-    Bmc, CredentialSource, INSTALLED_CONDITION, ManagementApi, PxeMode, SecretKeyRef, Server,
-    ServerSpec, ServerStatus,
+    Bmc, BmcTls, CredentialSource, INSTALLED_CONDITION, ManagementApi, PxeMode, RedfishAuth,
+    SecretKeyRef, Server, ServerSpec, ServerStatus,
 };
 pub use self::serverclass::{
     CpuInformation, ExpressionOperator, QualifierExpression, Qualifiers, ServerClass,

@@ -80,7 +80,7 @@ pub struct ServerSpec {
     /// Hostname to give the installed node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// How to reach the BMC for power control (IPMI).
+    /// How to reach the BMC for power control (IPMI or Redfish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bmc: Option<Bmc>,
     /// How to control power through a plain HTTP API instead of a BMC.
@@ -113,13 +113,14 @@ pub struct ServerSpec {
     pub wipe_mode: Option<super::agent::WipeMode>,
 }
 
-/// How to reach a server's BMC over IPMI.
+/// How to reach a server's BMC: IPMI over LAN (`lanplus`, Sidero's only kind) or Redfish.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Bmc {
-    /// BMC address (IP or host name).
+    /// BMC address (IP or host name). For Redfish also `host:port` or a URL
+    /// (`https://bmc-1/redfish/v1/Systems/1`) whose path names the ComputerSystem to control.
     pub endpoint: String,
-    /// BMC UDP port; 623 when unset.
+    /// BMC port; 623 (IPMI) or 443 (Redfish over HTTPS) when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
     /// BMC user name.
@@ -134,9 +135,41 @@ pub struct Bmc {
     /// Secret holding the password; not to be combined with `pass`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_from: Option<CredentialSource>,
-    /// IPMI interface type; `lanplus` when unset.
+    /// `lanplus` (IPMI v2.0 over LAN) or `redfish`; unset means `redfish` when the endpoint is
+    /// an `http(s)://` URL and `lanplus` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// Siderite: how a Redfish client proves who it is; unset means a Redfish session when the
+    /// BMC offers a SessionService, else HTTP basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redfish_auth: Option<RedfishAuth>,
+    /// Siderite: which certificates a Redfish client trusts; unset means the usual public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BmcTls>,
+}
+
+/// How a Redfish client authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RedfishAuth {
+    /// Log in once (`POST SessionService/Sessions`) and send `X-Auth-Token`.
+    Session,
+    /// Send the user and password with every request.
+    Basic,
+}
+
+/// TLS trust for a BMC's HTTPS endpoint. BMCs mostly carry self-signed certificates or ones
+/// from a private CA, so the trust is set per server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BmcTls {
+    /// PEM certificates of the CA(s) that issued the BMC's certificate; when set, only these
+    /// are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// Accept any certificate (no verification at all); not to be combined with `caCert`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub insecure_skip_verify: bool,
 }
 
 /// Where to read a credential from.
@@ -164,7 +197,7 @@ pub struct SecretKeyRef {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagementApi {
-    /// Base URL of the power API.
+    /// `host:port` of the power API (Sidero's form, spoken over plain HTTP), or a base URL.
     pub endpoint: String,
 }
 
@@ -367,6 +400,36 @@ status:
             value["status"],
             serde_json::json!({"ready": false, "inUse": false, "isClean": false})
         );
+    }
+
+    #[test]
+    fn a_redfish_bmc_with_its_tls_trust_and_auth_round_trips() {
+        let yaml = r#"apiVersion: metal.sidero.dev/v1alpha2
+kind: Server
+metadata: {name: s1}
+spec:
+  accepted: false
+  bmc:
+    endpoint: https://10.0.0.21/redfish/v1/Systems/System.Embedded.1
+    interface: redfish
+    redfishAuth: session
+    userFrom: {secretKeyRef: {namespace: default, name: bmc, key: user}}
+    passFrom: {secretKeyRef: {namespace: default, name: bmc, key: pass}}
+    tls:
+      caCert: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+"#;
+        let original: serde_json::Value = serde_saphyr::from_str(yaml).expect("valid YAML");
+        let server: Server = serde_saphyr::from_str(yaml).expect("valid Server");
+        let bmc = server.spec.bmc.as_ref().expect("bmc");
+        assert_eq!(bmc.redfish_auth, Some(RedfishAuth::Session));
+        let tls = bmc.tls.as_ref().expect("tls");
+        assert!(
+            tls.ca_cert
+                .as_deref()
+                .is_some_and(|c| c.starts_with("-----BEGIN"))
+        );
+        assert!(!tls.insecure_skip_verify);
+        assert_eq!(serde_json::to_value(&server).expect("serializes"), original);
     }
 
     #[test]

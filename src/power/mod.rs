@@ -11,6 +11,29 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub mod http_api;
+pub mod redfish;
+pub mod select;
+
+pub use select::{SetupError, manager_for};
+
+/// A BMC user and password, already read from `spec.bmc` or its Secrets by the caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    // Passwords end up in logs through `{:?}` of whatever holds them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// What a BMC says about the machine's power.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PowerState {
