@@ -14,6 +14,8 @@
 //! Needs root and installs what it needs (`scripts/install-deps`, `scripts/lab-assets`).
 #![allow(dead_code)]
 
+pub mod power_api;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -99,6 +101,8 @@ pub struct Lab {
     pub marker: String,
     children: Vec<(String, Child)>,
     vms: usize,
+    /// Machines driven through the power API; their QEMU processes stop with the lab.
+    machines: Vec<power_api::Machine>,
 }
 
 pub struct Options {
@@ -144,6 +148,7 @@ impl Lab {
             marker: format!("m{:x}", rand_token()),
             children: Vec::new(),
             vms: 0,
+            machines: Vec::new(),
         };
         lab.network();
         lab.spawn_dnsmasq(&options.dnsmasq_extra);
@@ -408,14 +413,46 @@ impl Lab {
         second_mac: Option<&str>,
         mac: Option<String>,
     ) -> Vm {
+        let vm = self.new_vm(mac);
+        let mut args = vec!["-no-reboot".into(), "-serial".into()];
+        args.push(format!("file:{}", vm.serial.display()));
+        args.extend(self.vm_args(&vm, firmware, VmBoot::Network, extra, second_mac));
+        let lan = self.lan.clone();
+        self.spawn(
+            &format!("vm{}-qemu", vm.index),
+            &lan,
+            "qemu-system-x86_64",
+            &args,
+        );
+        vm
+    }
+
+    /// Numbers a new VM and gives it a tap device on the bridge, a console file and a MAC.
+    fn new_vm(&mut self, mac: Option<String>) -> Vm {
         self.vms += 1;
         let n = self.vms;
         let tap = format!("tap{n}");
         let lan = self.lan.clone();
         self.ns(&lan, &["ip", "tuntap", "add", &tap, "mode", "tap"]);
         self.ns(&lan, &["ip", "link", "set", &tap, "master", "br0", "up"]);
-        let serial = self.log(&format!("vm{n}-serial"));
-        let mac = mac.unwrap_or_else(|| format!("52:54:00:77:00:{n:02x}"));
+        Vm {
+            serial: self.log(&format!("vm{n}-serial")),
+            mac: mac.unwrap_or_else(|| format!("52:54:00:77:00:{n:02x}")),
+            started: Instant::now(),
+            index: n,
+        }
+    }
+
+    /// QEMU's arguments for `vm` (its tap and MAC), without the console and reboot options.
+    fn vm_args(
+        &mut self,
+        vm: &Vm,
+        firmware: Firmware,
+        boot: VmBoot,
+        extra: &[String],
+        second_mac: Option<&str>,
+    ) -> Vec<String> {
+        let (n, mac) = (vm.index, &vm.mac);
         let mut args: Vec<String> = vec![
             "-accel".into(),
             "tcg".into(),
@@ -425,39 +462,52 @@ impl Lab {
             "none".into(),
             "-monitor".into(),
             "none".into(),
-            "-no-reboot".into(),
-            "-serial".into(),
-            format!("file:{}", serial.display()),
             "-netdev".into(),
-            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            format!("tap,id=n0,ifname=tap{n},script=no,downscript=no"),
         ];
+        // SeaBIOS network-boots through the NIC's iPXE option ROM: without the ROM it cannot,
+        // which is how a disk start keeps off the network.
+        let seabios_boot = |args: &mut Vec<String>, nic: String| {
+            let (rom, order) = match boot {
+                VmBoot::Network => ("", "order=n"),
+                VmBoot::NetworkOnce => ("", "once=n,order=c"),
+                VmBoot::Disk => (",romfile=", "order=c"),
+            };
+            args.extend(["-device".into(), format!("{nic}{rom}")]);
+            args.extend(["-boot".into(), order.into()]);
+        };
         match firmware {
             Firmware::SeaBiosVirtio => {
-                args.extend([
-                    "-device".into(),
-                    format!("virtio-net-pci,netdev=n0,mac={mac}"),
-                ]);
-                args.extend(["-boot".into(), "order=n".into()]);
+                seabios_boot(&mut args, format!("virtio-net-pci,netdev=n0,mac={mac}"));
             }
             Firmware::SeaBiosE1000 => {
-                args.extend(["-device".into(), format!("e1000,netdev=n0,mac={mac}")]);
-                args.extend(["-boot".into(), "order=n".into()]);
+                seabios_boot(&mut args, format!("e1000,netdev=n0,mac={mac}"));
             }
             Firmware::OvmfPxe => {
                 let vars = self.dir.path().join(format!("vm{n}-vars.fd"));
-                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF vars");
+                if !vars.exists() {
+                    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF vars");
+                }
+                // EDK2 PXE-boots through its own driver whenever nothing before it boots; a
+                // network start puts the NIC first.
+                let first = if boot == VmBoot::NetworkOnce {
+                    ",bootindex=0"
+                } else {
+                    ""
+                };
                 args.extend([
                     "-drive".into(),
                     "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
                     "-drive".into(),
                     format!("if=pflash,format=raw,file={}", vars.display()),
                     "-device".into(),
-                    format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+                    format!("virtio-net-pci,netdev=n0,mac={mac},romfile={first}"),
                 ]);
             }
         }
         if let Some(second) = second_mac {
             let tap2 = format!("tap{n}b");
+            let lan = self.lan.clone();
             self.ns(&lan, &["ip", "tuntap", "add", &tap2, "mode", "tap"]);
             self.ns(&lan, &["ip", "link", "set", &tap2, "master", "br0", "up"]);
             args.extend([
@@ -468,14 +518,39 @@ impl Lab {
             ]);
         }
         args.extend(extra.iter().cloned());
-        self.spawn(&format!("vm{n}-qemu"), &lan, "qemu-system-x86_64", &args);
-        Vm {
-            serial,
-            mac,
-            started: Instant::now(),
-            index: n,
-        }
+        args
     }
+
+    /// A machine whose power the test rig's power API controls (`spec.managementApi`): a
+    /// VM with its tap, MAC and console, not started. Each power-on is a new QEMU process
+    /// that boots from disk, or from the network once after `pxeboot`; a guest reboot stays
+    /// within the power-on, and a guest power-off ends it. `extra` adds SMBIOS and disks.
+    pub fn machine(&mut self, firmware: Firmware, extra: &[String]) -> power_api::Machine {
+        let vm = self.new_vm(None);
+        let disk = self.vm_args(&vm, firmware, VmBoot::Disk, extra, None);
+        let network = self.vm_args(&vm, firmware, VmBoot::NetworkOnce, extra, None);
+        let machine = power_api::Machine::new(&self.lan, vm, disk, network);
+        self.machines.push(machine.clone());
+        machine
+    }
+
+    /// Serves the power API of `machine` where the appliance reaches it: on loopback inside
+    /// the appliance's namespace. Returns the server; its `endpoint()` is what
+    /// `spec.managementApi.endpoint` takes.
+    pub fn power_api(&self, machine: &power_api::Machine) -> power_api::PowerApi {
+        power_api::PowerApi::serve(power_api::listen_in(&self.app), machine.clone())
+    }
+}
+
+/// How a VM's firmware is told to boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VmBoot {
+    /// Always from the network (the lab's plain VMs).
+    Network,
+    /// From the network on this start, then as configured (a BMC's PXE-once).
+    NetworkOnce,
+    /// Never from the network.
+    Disk,
 }
 
 pub struct Vm {
@@ -534,11 +609,21 @@ fn rand_token() -> u64 {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Stop only what this lab started, by PID, then remove its namespaces.
+        for machine in &self.machines {
+            machine.power_off();
+        }
         for (_, child) in self.children.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
         }
         if std::thread::panicking() {
+            for machine in &self.machines {
+                let index = machine.vm().index;
+                eprintln!(
+                    "---- vm{index} qemu ----\n{}",
+                    tail(&machine.qemu_log(), 4000)
+                );
+            }
             for (name, _) in &self.children {
                 eprintln!("---- {name} ----\n{}", tail(&self.read_log(name), 4000));
             }
