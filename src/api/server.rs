@@ -148,7 +148,8 @@ pub struct Bmc {
     pub tls: Option<BmcTls>,
 }
 
-/// How a Redfish client authenticates.
+/// Siderite: how a Redfish client authenticates; unset means a session when the BMC offers a
+/// SessionService, else HTTP basic authentication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RedfishAuth {

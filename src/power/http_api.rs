@@ -78,14 +78,14 @@ impl HttpApi {
                 if e.is_timeout() {
                     Cause::Timeout(self.policy.timeout)
                 } else {
-                    Cause::Unreachable(chain(&e))
+                    Cause::Unreachable(super::error_chain(&e))
                 }
             })?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| Cause::Unreachable(chain(&e)))?;
+            .map_err(|e| Cause::Unreachable(super::error_chain(&e)))?;
         if status == StatusCode::OK {
             return Ok(body.to_vec());
         }
@@ -108,6 +108,20 @@ impl HttpApi {
         })
     }
 
+    async fn status(&self) -> Result<PowerState, Cause> {
+        let body = self.call(Method::GET, "status").await?;
+        let status: Status = serde_json::from_slice(&body).map_err(|e| {
+            Cause::Protocol(format!(
+                "GET /status: expected {{\"PoweredOn\": true|false}}: {e}"
+            ))
+        })?;
+        Ok(if status.powered_on {
+            PowerState::On
+        } else {
+            PowerState::Off
+        })
+    }
+
     async fn post(&self, operation: Operation, action: &str) -> Result<(), PowerError> {
         self.policy
             .run(&self.name, operation, || async {
@@ -117,40 +131,15 @@ impl HttpApi {
     }
 }
 
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text = format!("{text}: {inner}");
-        source = inner.source();
-    }
-    text
-}
-
 impl PowerManager for HttpApi {
     fn describe(&self) -> String {
         self.name.clone()
     }
 
     fn power_state(&self) -> BoxFuture<'_, Result<PowerState, PowerError>> {
-        async move {
-            self.policy
-                .run(&self.name, Operation::PowerState, || async {
-                    let body = self.call(Method::GET, "status").await?;
-                    let status: Status = serde_json::from_slice(&body).map_err(|e| {
-                        Cause::Protocol(format!(
-                            "GET /status: expected {{\"PoweredOn\": true|false}}: {e}"
-                        ))
-                    })?;
-                    Ok(if status.powered_on {
-                        PowerState::On
-                    } else {
-                        PowerState::Off
-                    })
-                })
-                .await
-        }
-        .boxed()
+        self.policy
+            .run(&self.name, Operation::PowerState, || self.status())
+            .boxed()
     }
 
     fn power(&self, action: PowerAction) -> BoxFuture<'_, Result<(), PowerError>> {

@@ -219,6 +219,21 @@ impl CallPolicy {
     }
 }
 
+/// An error and its sources in one line: an HTTP client's own message rarely says what went
+/// wrong (the TLS or socket error is a few sources down).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = inner.source();
+    }
+    text
+}
+
 /// One machine's power, as its BMC (or a test rig) controls it. Implementations hold what they
 /// need to reach the BMC (address, credentials, TLS trust) and apply their [`CallPolicy`] to
 /// every call. The trait is object-safe so the controller can hold `Box<dyn PowerManager>`

@@ -220,25 +220,20 @@ mod tests {
             "{err}"
         );
 
-        let mut both = bmc("bmc-1", Some("redfish"));
-        both.bmc.as_mut().unwrap().tls = Some(BmcTls {
-            ca_cert: Some("x".into()),
-            insecure_skip_verify: true,
-        });
-        let err = manager_for(&both, creds(), CallPolicy::default())
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("keep one"), "{err}");
-
-        let mut bad_ca = bmc("bmc-1", Some("redfish"));
-        bad_ca.bmc.as_mut().unwrap().tls = Some(BmcTls {
-            ca_cert: Some("not a certificate".into()),
-            insecure_skip_verify: false,
-        });
-        let err = manager_for(&bad_ca, creds(), CallPolicy::default())
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        for (ca_cert, insecure_skip_verify, says) in [
+            (Some("x"), true, "keep one"),
+            (Some("not a certificate"), false, "no PEM certificate"),
+        ] {
+            let mut spec = bmc("bmc-1", Some("redfish"));
+            spec.bmc.as_mut().unwrap().tls = Some(BmcTls {
+                ca_cert: ca_cert.map(str::to_owned),
+                insecure_skip_verify,
+            });
+            let err = manager_for(&spec, creds(), CallPolicy::default())
+                .err()
+                .unwrap();
+            assert!(err.to_string().contains(says), "{err}");
+        }
 
         let err = manager_for(&bmc("10.0.0.5", None), creds(), CallPolicy::default())
             .err()

@@ -212,7 +212,7 @@ impl Redfish {
     }
 
     fn transport(&self, error: reqwest::Error) -> Cause {
-        let chain = error_chain(&error);
+        let chain = super::error_chain(&error);
         if error.is_timeout() {
             Cause::Timeout(self.policy.timeout)
         } else if chain.contains("certificate") {
@@ -462,14 +462,10 @@ impl PowerManager for Redfish {
     }
 
     fn power_state(&self) -> BoxFuture<'_, Result<PowerState, PowerError>> {
-        async move {
-            self.policy
-                .run(&self.name, Operation::PowerState, || async {
-                    Ok(self.system().await?.1.power)
-                })
-                .await
-        }
-        .boxed()
+        let read = || async { Ok(self.system().await?.1.power) };
+        self.policy
+            .run(&self.name, Operation::PowerState, read)
+            .boxed()
     }
 
     fn power(&self, action: PowerAction) -> BoxFuture<'_, Result<(), PowerError>> {
@@ -536,19 +532,4 @@ impl Answer {
         serde_json::from_slice(&self.body)
             .map_err(|e| Cause::Protocol(format!("{what}: the answer is not JSON: {e}")))
     }
-}
-
-/// An error and its sources in one line: reqwest's own message rarely says what went wrong
-/// (the TLS or socket error is a few sources down).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text = format!("{text}: {part}");
-        }
-        source = inner.source();
-    }
-    text
 }
