@@ -73,6 +73,19 @@ fn the_management_api_client_powers_a_lab_vm_and_pxe_boots_it_once() {
     runtime
         .block_on(api.power(PowerAction::Off))
         .expect("power off");
+
+    // The appliance's way in: the same API on loopback inside the appliance's namespace.
+    let inside = lab.power_api(&machine);
+    let app = lab.app.clone();
+    let status = lab.ns(
+        &app,
+        &[
+            "curl",
+            "-sf",
+            &format!("http://{}/status", inside.endpoint()),
+        ],
+    );
+    assert_eq!(status.trim(), r#"{"PoweredOn":false}"#);
     assert_eq!(
         server.requests(),
         [

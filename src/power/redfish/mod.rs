@@ -111,9 +111,20 @@ impl Redfish {
     /// unreadable CA). Nothing is sent until the first call.
     pub fn new(config: Config) -> Result<Redfish, Cause> {
         let endpoint = wire::parse_endpoint(&config.endpoint, config.port)?;
+        // Redirects only within the BMC: X-Auth-Token is no header reqwest knows to strip
+        // when a redirect leaves the origin.
+        let same_origin = reqwest::redirect::Policy::custom(|attempt| {
+            let origin = attempt.previous().first().map(Url::origin);
+            if attempt.previous().len() < 5 && origin == Some(attempt.url().origin()) {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("siderite/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(config.policy.timeout);
+            .connect_timeout(config.policy.timeout)
+            .redirect(same_origin);
         match &config.trust {
             Trust::PublicRoots => {}
             Trust::Ca(pem) => {
@@ -215,6 +226,11 @@ impl Redfish {
         let chain = super::error_chain(&error);
         if error.is_timeout() {
             Cause::Timeout(self.policy.timeout)
+        } else if chain.contains("NotValidForName") {
+            Cause::Config(format!(
+                "TLS: the BMC's certificate does not name {} ({chain}); use a name or address it carries in spec.bmc.endpoint, or set spec.bmc.tls.insecureSkipVerify: true",
+                self.endpoint.base.host_str().unwrap_or_default()
+            ))
         } else if chain.contains("certificate") {
             // Retrying cannot fix trust; the operator has to say which certificate is right.
             Cause::Config(format!(

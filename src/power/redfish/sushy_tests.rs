@@ -301,7 +301,7 @@ async fn sushy_over_tls_is_trusted_through_the_given_ca_and_refused_clearly_with
     });
     assert!(sushy.url.starts_with("https://"), "{}", sushy.url);
 
-    let trusting = manager(&sushy.url, Trust::Ca(ca), credentials("x", "y"));
+    let trusting = manager(&sushy.url, Trust::Ca(ca.clone()), credentials("x", "y"));
     assert_eq!(
         trusting.power_state().await.expect("succeeds"),
         PowerState::Off
@@ -404,4 +404,16 @@ async fn sushy_with_two_systems_needs_the_endpoint_to_name_one() {
     settles_to(&second, PowerState::On).await;
     let first = system_document(&sushy, &format!("/redfish/v1/Systems/{FIRST}")).await;
     assert_eq!(first["PowerState"], "Off");
+
+    // sushy also answers a system's name, with a redirect (307) to its UUID path.
+    let by_name = manager(
+        &format!("{}/redfish/v1/Systems/node-1", sushy.url),
+        Trust::PublicRoots,
+        credentials("x", "y"),
+    );
+    assert_eq!(
+        by_name.power_state().await.expect("succeeds"),
+        PowerState::On
+    );
+    assert_eq!(sushy.answered(307), 1);
 }
