@@ -42,6 +42,14 @@ fn rv<K: Resource>(obj: &K) -> String {
         .expect("every stored object has a resourceVersion")
 }
 
+async fn create_all(api: &Api<Server>, names: &[&str]) {
+    for name in names {
+        api.create(&PostParams::default(), &server(name))
+            .await
+            .expect("create");
+    }
+}
+
 type Events = BoxStream<'static, kube::Result<WatchEvent<Server>>>;
 
 async fn watch(api: &Api<Server>, wp: &WatchParams, version: &str) -> Events {
@@ -76,11 +84,7 @@ async fn watch_without_a_version_starts_with_synthetic_added_events() {
     let appliance = Appliance::start();
     within(async {
         let api: Api<Server> = Api::all(appliance.client().await);
-        for name in ["a", "b", "c"] {
-            api.create(&PostParams::default(), &server(name))
-                .await
-                .expect("create");
-        }
+        create_all(&api, &["a", "b", "c"]).await;
         let wp = WatchParams::default().disable_bookmarks().timeout(10);
         // kube-rs sends `resourceVersion=` for "unset" and "0" for "any".
         for version in ["", "0"] {
@@ -199,6 +203,61 @@ async fn watch_from_a_version_sees_only_later_events_in_order() {
         // Nothing about "before", and nothing else.
         let extra = tokio::time::timeout(Duration::from_millis(1500), events.try_next()).await;
         assert!(extra.is_err(), "unexpected event: {extra:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_version_out_of_the_history_catches_up_without_a_410() {
+    // A history of 5 events: the 13 changes below push the watch's version out of it.
+    let appliance = Appliance::start_with(&["--watch-history", "5"]);
+    within(async {
+        let api: Api<Server> = Api::all(appliance.client().await);
+        create_all(&api, &["a", "b", "c"]).await;
+        let since = rv(&api.get("c").await.expect("get"));
+        for i in 0..10 {
+            api.patch(
+                "a",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"hostname": format!("a-{i}")}})),
+            )
+            .await
+            .expect("patch");
+        }
+        api.delete("b", &Default::default()).await.expect("delete");
+        api.create(&PostParams::default(), &server("d"))
+            .await
+            .expect("create");
+
+        let mut events = watch(
+            &api,
+            &WatchParams::default().disable_bookmarks().timeout(20),
+            &since,
+        )
+        .await;
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let e = next(&mut events, 5).await;
+            if let WatchEvent::Modified(s) = &e
+                && s.name_any() == "a"
+            {
+                assert_eq!(s.spec.hostname.as_deref(), Some("a-9"), "a as it is now");
+            }
+            seen.push(describe(&e));
+        }
+        assert_eq!(
+            seen,
+            [
+                pair("MODIFIED", "a"),
+                pair("DELETED", "b"),
+                pair("MODIFIED", "d")
+            ]
+        );
+        // And then it is a live watch again.
+        api.create(&PostParams::default(), &server("e"))
+            .await
+            .expect("create");
+        assert_eq!(describe(&next(&mut events, 5).await), pair("ADDED", "e"));
     })
     .await;
 }

@@ -48,6 +48,8 @@ pub struct Config {
     pub extra_names: Vec<String>,
     /// Change events kept for watch resumption.
     pub history: usize,
+    /// Bytes of object versions those events may hold at most.
+    pub history_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +92,11 @@ pub async fn start(
         path: config.state_dir.clone(),
         source,
     })?;
-    let store = Store::open(&config.state_dir.join("state.db"), config.history)?;
+    let store = Store::open_with_limits(
+        &config.state_dir.join("state.db"),
+        config.history,
+        config.history_bytes,
+    )?;
     let api = Arc::new(verbs::Api::new(store));
     for ns in DEFAULT_NAMESPACES {
         api.ensure_namespace(ns)

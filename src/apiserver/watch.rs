@@ -19,7 +19,7 @@ use crate::apiserver::request::Query;
 use crate::apiserver::resources::ResourceInfo;
 use crate::apiserver::status::ApiError;
 use crate::apiserver::verbs::{Api, ListOptions};
-use crate::store::{EventType, Stored};
+use crate::store::{CatchUp, EventType, Stored};
 
 /// How often a watch that asked for bookmarks gets one while idle.
 const BOOKMARK_PERIOD: Duration = Duration::from_secs(5);
@@ -39,6 +39,38 @@ fn selected(opts: &ListOptions, ns: Option<&str>, s: &Stored) -> bool {
                 Some(s.summary.namespace.as_str()).filter(|n| !n.is_empty()),
             )
         })
+}
+
+/// The events that bring a watcher from its version to `catch_up.rv`, in version order: each
+/// changed object once, as it is now (MODIFIED when selected; DELETED when a selector excludes
+/// it now, since the watcher may hold it), and each remembered deletion of a selected object.
+fn catch_up_events<'a>(
+    opts: &ListOptions,
+    ns: Option<&str>,
+    catch_up: &'a CatchUp,
+) -> Vec<(&'static str, &'a Stored)> {
+    let mut events: Vec<(&'static str, &'a Stored)> = catch_up
+        .changed
+        .iter()
+        .filter(|s| ns.is_none_or(|n| s.summary.namespace == n))
+        .map(|s| {
+            let kind = if selected(opts, ns, s) {
+                "MODIFIED"
+            } else {
+                "DELETED"
+            };
+            (kind, &**s)
+        })
+        .chain(
+            catch_up
+                .deleted
+                .iter()
+                .filter(|t| selected(opts, ns, &t.last))
+                .map(|t| ("DELETED", &*t.last)),
+        )
+        .collect();
+    events.sort_by_key(|(_, s)| s.rv);
+    events
 }
 
 struct Encoder {
@@ -169,11 +201,25 @@ pub fn serve(
             version.borrow_and_update();
             let events = match api.store.events_after(cursor) {
                 Ok(e) => e,
-                Err(too_old) => {
-                    let status = ApiError::Gone(too_old.to_string()).to_status();
-                    let _ = tx.send(line("ERROR", &status)).await;
-                    return;
-                }
+                // Fell out of the history (a slow client, a burst of writes): catch up from
+                // the current objects rather than make the client relist everything, which
+                // only made it fall further behind (decision 65).
+                Err(_) => match api.store.changes_since(&info.storage, cursor) {
+                    Ok(catch_up) => {
+                        for (kind, object) in catch_up_events(&opts, ns.as_deref(), &catch_up) {
+                            if tx.send(encoder.event(kind, object)).await.is_err() {
+                                return;
+                            }
+                        }
+                        cursor = catch_up.rv;
+                        continue;
+                    }
+                    Err(too_old) => {
+                        let status = ApiError::Gone(too_old.to_string()).to_status();
+                        let _ = tx.send(line("ERROR", &status)).await;
+                        return;
+                    }
+                },
             };
             for e in events {
                 cursor = cursor.max(e.rv);

@@ -38,6 +38,7 @@ use crate::api::{
     set_condition,
 };
 use crate::policy::allocate::{self, Candidate};
+use crate::serve::resource_caches::{ServerChange, ServerFeed};
 use crate::serve::servers::update_status;
 
 /// The finalizer Sidero puts on MetalMachines (kept, so Sidero-created objects stay valid).
@@ -86,12 +87,12 @@ struct Context {
 }
 
 /// Runs the controller until `shutdown` is cancelled.
-pub async fn run(client: kube::Client, pool: Pool, shutdown: CancellationToken) {
+pub async fn run(client: kube::Client, pool: Pool, feed: ServerFeed, shutdown: CancellationToken) {
     let machines: Api<MetalMachine> = Api::all(client.clone());
     let servers: Api<Server> = Api::all(client.clone());
     let bindings: Api<ServerBinding> = Api::all(client.clone());
     let binding_events = bindings.clone();
-    let binding_cache = super::cache(bindings.clone(), shutdown.clone());
+    let binding_cache = crate::serve::resource_caches::cache(bindings.clone(), shutdown.clone());
     // A pass before the caches hold the API's objects would see no server and no binding.
     let ready = async {
         pool.ready().await;
@@ -119,16 +120,9 @@ pub async fn run(client: kube::Client, pool: Pool, shutdown: CancellationToken) 
         // that cannot be handed out (one just bound, above all) helps nobody, and a machine
         // that has not looked yet is queued by its own events: re-queueing every unbound
         // machine on every Server event kept 1,000 machines reconciling in a loop.
-        .watches(
-            servers,
-            watcher::Config::default(),
-            move |server: Server| {
-                if !allocate::is_available(&server) {
-                    return Vec::new();
-                }
-                waiting(&machine_store)
-            },
-        )
+        .watches_shared_stream(available_servers(&feed), move |_server: Arc<Server>| {
+            waiting(&machine_store)
+        })
         // A binding deleted frees its server without a Server event (a replica that lost the
         // claim of a machine gives its binding back): the waiting machines look again.
         .watches(
@@ -549,6 +543,18 @@ fn waiting(machines: &Store<MetalMachine>) -> Vec<ObjectRef<MetalMachine>> {
         .filter(|m| m.spec.server_ref.is_none() && waits_for_server(m))
         .map(|m| ObjectRef::from_obj(&**m))
         .collect()
+}
+
+/// Servers that became available to allocation, from the feed. The waiting machines are the
+/// same whichever server it was, so a (re)list yields one available server, not thousands.
+fn available_servers(feed: &ServerFeed) -> impl futures::Stream<Item = Arc<Server>> + Send + use<> {
+    feed.subscribe().filter_map(|change| {
+        futures::future::ready(match change {
+            ServerChange::Listed(all) => all.into_iter().find(|s| allocate::is_available(s)),
+            ServerChange::Applied(server) => Some(server).filter(|s| allocate::is_available(s)),
+            ServerChange::Deleted(_) => None,
+        })
+    })
 }
 
 /// Whether `machine` looked for a server and found none (its Ready condition says so).

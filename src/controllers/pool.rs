@@ -1,5 +1,6 @@
-//! The server pool the matching controllers share: one reflector cache of every Server, and
-//! which ServerClasses select each server, kept from the same watch events.
+//! The server pool the matching controllers share: the process's Server cache
+//! (`serve::resource_caches::ServerFeed`), and which ServerClasses select each server, kept from the
+//! feed's changes.
 //!
 //! Matching is the expensive part of both the ServerClass status and allocation: a class
 //! against a server walks its compiled patterns over the server's inventory serialized to JSON.
@@ -10,8 +11,8 @@
 //! look up members instead of matching the pool.
 //!
 //! The serialized inventories are not kept: at about 20 KB of JSON tree per server they would
-//! cost more memory than the 10,000 Servers themselves. One cache for both controllers also
-//! means one copy of the Servers, not one per controller.
+//! cost more memory than the 10,000 Servers themselves. The Servers themselves are the feed's:
+//! one copy for the boot plane and every controller (decision 64).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,14 +20,13 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::ResourceExt;
-use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Server, ServerClass, ServerClassSpec};
 use crate::policy::serverclass::{ClassError, ClassMatcher, Prepared};
+use crate::serve::resource_caches::{ServerChange, ServerFeed};
 
 /// The shared Server cache and class membership index. Cheap to clone.
 #[derive(Clone)]
@@ -40,48 +40,39 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts the reflector task that feeds the pool; it runs until `shutdown`.
-    pub fn start(servers: Api<Server>, shutdown: CancellationToken) -> Pool {
-        let events = watcher(servers, watcher::Config::default()).default_backoff();
-        Pool::from_events(events, shutdown)
-    }
-
-    /// [`Pool::start`] on any stream of watch events (a test feeds its own).
-    fn from_events<S>(events: S, shutdown: CancellationToken) -> Pool
-    where
-        S: Stream<Item = Result<watcher::Event<Server>, watcher::Error>> + Send + 'static,
-    {
-        let (store, writer) = reflector::store();
+    /// Starts the task that keeps the index from the process's Server feed; it runs until
+    /// `shutdown` (the controllers' token: a replica that loses the leader Lease stops it).
+    pub fn start(feed: &ServerFeed, shutdown: CancellationToken) -> Pool {
         let index = Arc::new(Mutex::new(Index::default()));
         let (notify, changed) = watch::channel(0u64);
         let (listed, ready) = watch::channel(false);
         let feed_index = Arc::clone(&index);
-        let feed = events
-            .modify(super::strip_managed_fields)
-            .reflect(writer)
+        let changes = feed
+            .subscribe()
             .take_until(shutdown.cancelled_owned())
-            .for_each(move |event| {
-                if let Ok(event) = event {
-                    let mut index = lock(&feed_index);
-                    match event {
-                        watcher::Event::Apply(server) | watcher::Event::InitApply(server) => {
-                            let _rematched = index.upsert(&server);
+            .for_each(move |change| {
+                let mut index = lock(&feed_index);
+                match change {
+                    ServerChange::Listed(servers) => {
+                        index.relist_started();
+                        for server in &servers {
+                            let _rematched = index.upsert(server);
                         }
-                        watcher::Event::Delete(server) => index.remove(&server.name_any()),
-                        watcher::Event::Init => index.relist_started(),
-                        watcher::Event::InitDone => {
-                            index.relist_done();
-                            listed.send_replace(true);
-                        }
+                        index.relist_done();
+                        listed.send_replace(true);
                     }
-                    // Readers wake after the store and the index both hold the change.
-                    notify.send_modify(|n| *n = n.wrapping_add(1));
+                    ServerChange::Applied(server) => {
+                        let _rematched = index.upsert(&server);
+                    }
+                    ServerChange::Deleted(server) => index.remove(&server.name_any()),
                 }
+                // Readers wake after the store and the index both hold the change.
+                notify.send_modify(|n| *n = n.wrapping_add(1));
                 futures::future::ready(())
             });
-        tokio::spawn(feed);
+        tokio::spawn(changes);
         Pool {
-            servers: store,
+            servers: feed.store().clone(),
             index,
             changed,
             ready,
@@ -302,8 +293,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_task_waiting_for_the_pool_wakes_when_the_first_list_is_in() {
-        let (events, feed) = futures::channel::mpsc::unbounded();
-        let pool = super::Pool::from_events(feed, CancellationToken::new());
+        let (events, input) = futures::channel::mpsc::unbounded();
+        let feed = ServerFeed::from_events(input, CancellationToken::new());
+        let pool = super::Pool::start(&feed, CancellationToken::new());
         // The ServerClass and MetalMachine controllers both wait, at the same time.
         let waiters: Vec<_> = (0..3)
             .map(|_| {
@@ -316,7 +308,10 @@ mod tests {
             waiters.iter().all(|w| !w.is_finished()),
             "ready before the list"
         );
-        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+        for event in [
+            kube::runtime::watcher::Event::Init,
+            kube::runtime::watcher::Event::InitDone,
+        ] {
             events.unbounded_send(Ok(event)).expect("the feed runs");
         }
         for waiter in waiters {

@@ -13,16 +13,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Condition, ConditionStatus, Server, find_condition, set_condition};
 use crate::policy::labels;
+use crate::serve::resource_caches::{ServerChange, ServerFeed};
 use crate::serve::servers::update_status;
 
 /// Condition type for the operator's acceptance.
 pub const ACCEPTED: &str = "Accepted";
+
+/// At most this many servers reconcile at once: a rack's worth of servers registering (or the
+/// first list of 10,000) would otherwise each hold a request and its parsed answer at the same
+/// time.
+const CONCURRENCY: u16 = 16;
 
 /// Retry delay after a failed reconcile (the API was unreachable or a write conflicted).
 const RETRY: Duration = Duration::from_secs(5);
@@ -40,8 +45,8 @@ struct Context {
     recorder: Recorder,
 }
 
-/// Runs the controller until `shutdown` is cancelled.
-pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+/// Runs the controller on the process's Server feed until `shutdown` is cancelled.
+pub async fn run(client: kube::Client, feed: ServerFeed, shutdown: CancellationToken) {
     let servers: Api<Server> = Api::all(client.clone());
     let context = Arc::new(Context {
         servers: servers.clone(),
@@ -53,7 +58,17 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
             },
         ),
     });
-    Controller::new(servers, watcher::Config::default())
+    // The feed's store and changes, not a watch of its own: one copy of the Servers per
+    // process (decision 64). A deleted server needs nothing from this controller.
+    let triggers = feed.subscribe().flat_map(|change| {
+        futures::stream::iter(match change {
+            ServerChange::Listed(all) => all,
+            ServerChange::Applied(server) => vec![server],
+            ServerChange::Deleted(_) => Vec::new(),
+        })
+    });
+    Controller::for_shared_stream(triggers, feed.store().clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

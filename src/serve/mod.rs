@@ -9,6 +9,7 @@ pub mod environments;
 pub mod http;
 pub mod metadata;
 pub mod metrics;
+pub mod resource_caches;
 pub mod servers;
 pub mod tftp;
 
@@ -119,6 +120,7 @@ fn advertise_ip(
 pub async fn start(
     config: BootPlaneConfig,
     client: kube::Client,
+    feed: &resource_caches::ServerFeed,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addresses = if_addrs::get_if_addrs().map_err(ServeError::Interfaces)?;
@@ -151,7 +153,7 @@ pub async fn start(
         discovery: config.discovery.clone(),
         disk_method: config.disk_method,
     });
-    let index = servers::ServerIndex::start(client.clone(), shutdown.clone());
+    let index = servers::ServerIndex::start(client.clone(), feed, shutdown.clone());
     let environments = environments::EnvironmentCache::new(config.environment_cache.clone());
     environments.start(client.clone(), shutdown.clone());
     let metadata = metadata::Metadata::new(

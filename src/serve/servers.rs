@@ -7,11 +7,9 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +21,7 @@ use crate::policy::boot::{MachineFacts, NetbootEnvironment, ResolvedEnvironment,
 use crate::policy::identity::server_identity;
 use crate::serve::environments::{AssetKind, EnvironmentCache};
 use crate::serve::http::MachineLookup;
+use crate::serve::resource_caches::{ServerFeed, cache};
 
 /// The Environment an allocated server boots when neither it nor its ServerClass names one.
 pub const DEFAULT_ENVIRONMENT: &str = "default";
@@ -41,45 +40,16 @@ pub struct ServerIndex {
 }
 
 impl ServerIndex {
-    /// Starts watching Servers, ServerBindings and ServerClasses through `client`; the caches
-    /// fill in the background.
-    pub fn start(client: kube::Client, shutdown: CancellationToken) -> Self {
-        let (store, writer) = reflector::store();
-        let (tx, changes) = watch::channel(0u64);
-        let bindings =
-            crate::controllers::cache::<ServerBinding>(Api::all(client.clone()), shutdown.clone());
-        let classes =
-            crate::controllers::cache::<ServerClass>(Api::all(client.clone()), shutdown.clone());
-        let api: Api<Server> = Api::all(client);
-        // Boot decisions never read managedFields; dropped, 10,000 cached Servers take a third
-        // less memory.
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(|server: &mut Server| server.metadata.managed_fields = None)
-            .reflect(writer)
-            .touched_objects();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    item = stream.next() => match item {
-                        Some(Ok(_)) => {
-                            tx.send_modify(|n| *n = n.wrapping_add(1));
-                        }
-                        Some(Err(error)) => {
-                            tracing::warn!(%error, "watching Servers failed; retrying");
-                        }
-                        None => break,
-                    },
-                }
-            }
-        });
+    /// Reads Servers from the process's feed and starts watching ServerBindings and
+    /// ServerClasses through `client`; the caches fill in the background.
+    pub fn start(client: kube::Client, feed: &ServerFeed, shutdown: CancellationToken) -> Self {
+        let bindings = cache::<ServerBinding>(Api::all(client.clone()), shutdown.clone());
+        let classes = cache::<ServerClass>(Api::all(client), shutdown);
         ServerIndex {
-            store,
+            store: feed.store().clone(),
             bindings,
             classes,
-            changes,
+            changes: feed.changes(),
         }
     }
 
