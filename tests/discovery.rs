@@ -146,14 +146,20 @@ fn three_machines_register_two_are_accepted_wiped_and_powered_off() {
         .map(|m| lab.boot_with(Firmware::SeaBiosVirtio, &qemu_args(m), Some(&m.second_mac)))
         .collect();
 
-    // Every machine registers; find each Server by its boot MAC.
+    // Every machine registers; find each Server by its boot MAC. Registration creates the
+    // Server, then writes its conditions: wait for both, or a loaded machine shows the gap.
     let registered = wait_for(
         "three registered Servers",
         Duration::from_secs(420),
         &lab,
         || {
             let list = servers(&lab);
-            (list.len() == 3).then_some(list)
+            let all_registered = list.iter().all(|s| {
+                s["status"]["conditions"]
+                    .to_string()
+                    .contains("\"Registered\"")
+            });
+            (list.len() == 3 && all_registered).then_some(list)
         },
     );
     let by_mac = |mac: &str| -> Value {
