@@ -9,6 +9,8 @@
 use std::fmt;
 use std::time::Duration;
 
+pub mod ipmi;
+
 use futures::future::BoxFuture;
 
 pub mod http_api;
