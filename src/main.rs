@@ -1,5 +1,6 @@
 //! The `siderite` command: runs the appliance (`serve`), prints the CRDs (`crds`), reports its
-//! version, and runs benchmarks (`bench`).
+//! version, runs benchmarks (`bench`), and talks to one BMC the way the appliance does
+//! (`power`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,137 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+    /// Ask one BMC for its power state or a power action, with the appliance's own client:
+    /// checks a server's spec.bmc settings before the controllers use them.
+    Power(PowerArgs),
+}
+
+/// What `siderite power` does.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PowerVerb {
+    /// Print `on` or `off`.
+    Status,
+    On,
+    Off,
+    Cycle,
+    Reset,
+    /// Ask the OS to shut down (ACPI).
+    Soft,
+    /// Make the next boot (only the next) a network boot.
+    PxeOnce,
+}
+
+#[derive(clap::Args)]
+struct PowerArgs {
+    #[arg(value_enum)]
+    verb: PowerVerb,
+    /// The BMC, over IPMI v2.0 LAN (lanplus): HOST or HOST:PORT (port 623 by default).
+    #[arg(long)]
+    ipmi: String,
+    /// BMC user name.
+    #[arg(long, short = 'U')]
+    user: String,
+    /// BMC password; pass it in the environment rather than on the command line, where other
+    /// users can read it.
+    #[arg(long, env = "SIDERITE_BMC_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// Cipher suite: auto (17, else 3), 3 or 17.
+    #[arg(long, default_value = "auto", value_parser = parse_cipher_suites)]
+    cipher_suite: siderite::power::ipmi::CipherSuites,
+    /// With pxe-once: boot in UEFI mode (default: legacy BIOS).
+    #[arg(long)]
+    uefi: bool,
+    /// Seconds one attempt may take.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Attempts in all.
+    #[arg(long, default_value_t = 3)]
+    attempts: u32,
+    /// Seconds before the second attempt, doubled for each further one.
+    #[arg(long, default_value_t = 0.5)]
+    backoff: f64,
+}
+
+fn parse_cipher_suites(text: &str) -> Result<siderite::power::ipmi::CipherSuites, String> {
+    use siderite::power::ipmi::{CipherSuite, CipherSuites};
+    match text {
+        "auto" => Ok(CipherSuites::Auto),
+        "3" => Ok(CipherSuites::Only(CipherSuite::Suite3)),
+        "17" => Ok(CipherSuites::Only(CipherSuite::Suite17)),
+        _ => Err(format!(
+            "{text:?} is not a cipher suite this client speaks: use auto, 3 or 17"
+        )),
+    }
+}
+
+/// `HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address.
+fn host_and_port(text: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok((address.ip().to_string(), address.port()));
+    }
+    if text.parse::<std::net::IpAddr>().is_ok() {
+        return Ok((text.to_owned(), default_port));
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) => Ok((
+            host.to_owned(),
+            port.parse()
+                .with_context(|| format!("{port:?} in {text:?} is not a port number"))?,
+        )),
+        None => Ok((text.to_owned(), default_port)),
+    }
+}
+
+async fn power(args: PowerArgs) -> anyhow::Result<()> {
+    use siderite::power::{BootMode, CallPolicy, PowerAction, PowerManager, PowerState};
+    let (host, port) = host_and_port(&args.ipmi, 623)?;
+    let policy = CallPolicy {
+        timeout: std::time::Duration::try_from_secs_f64(args.timeout)
+            .context("--timeout must be a positive number of seconds")?,
+        attempts: args.attempts.max(1),
+        backoff: std::time::Duration::try_from_secs_f64(args.backoff)
+            .context("--backoff must be a positive number of seconds")?,
+    };
+    // A PowerError's message already carries its cause; anyhow's "Caused by" would repeat it.
+    let once = |error: siderite::power::PowerError| anyhow::anyhow!("{error}");
+    let bmc = siderite::power::ipmi::IpmiLan::new(siderite::power::ipmi::IpmiConfig {
+        host,
+        port,
+        user: args.user,
+        password: args.password,
+        cipher_suites: args.cipher_suite,
+        policy,
+    })
+    .map_err(once)?;
+    let action = match args.verb {
+        PowerVerb::Status => {
+            let state = bmc.power_state().await.map_err(once)?;
+            println!(
+                "{}",
+                match state {
+                    PowerState::On => "on",
+                    PowerState::Off => "off",
+                }
+            );
+            return Ok(());
+        }
+        PowerVerb::PxeOnce => {
+            let mode = if args.uefi {
+                BootMode::Uefi
+            } else {
+                BootMode::Bios
+            };
+            bmc.pxe_once(mode).await.map_err(once)?;
+            return Ok(());
+        }
+        PowerVerb::On => PowerAction::On,
+        PowerVerb::Off => PowerAction::Off,
+        PowerVerb::Cycle => PowerAction::Cycle,
+        PowerVerb::Reset => PowerAction::Reset,
+        PowerVerb::Soft => PowerAction::Soft,
+    };
+    bmc.power(action).await.map_err(once)?;
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -212,6 +344,7 @@ async fn main() -> anyhow::Result<()> {
             BenchCommand::Allocate(args) => siderite::bench::allocate::allocate(args).await,
         },
         Command::Serve(args) => serve(*args).await,
+        Command::Power(args) => power(args).await,
     }
 }
 

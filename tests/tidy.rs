@@ -43,6 +43,10 @@ const PURE: &[&str] = &[
     "apiserver/selector.rs",
     "apiserver/jsonpath.rs",
     "apiserver/table.rs",
+    "power/ipmi/wire.rs",
+    "power/ipmi/crypto.rs",
+    "power/ipmi/command.rs",
+    "power/ipmi/session.rs",
 ];
 
 const IO_MARKERS: &[&str] = &[

@@ -14,6 +14,7 @@
 //! Needs root and installs what it needs (`scripts/install-deps`, `scripts/lab-assets`).
 #![allow(dead_code)]
 
+pub mod bmc;
 pub mod power_api;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +104,12 @@ pub struct Lab {
     vms: usize,
     /// Machines driven through the power API; their QEMU processes stop with the lab.
     machines: Vec<power_api::Machine>,
+    /// Processes started on the lab's behalf by programs it ran (a simulated BMC's QEMU):
+    /// their pid files, killed by PID on drop.
+    pid_files: Vec<PathBuf>,
+    /// More logs to print when a test fails: name and file.
+    extra_logs: Vec<(String, PathBuf)>,
+    taps: usize,
 }
 
 pub struct Options {
@@ -149,6 +156,9 @@ impl Lab {
             children: Vec::new(),
             vms: 0,
             machines: Vec::new(),
+            pid_files: Vec::new(),
+            extra_logs: Vec::new(),
+            taps: 0,
         };
         lab.network();
         lab.spawn_dnsmasq(&options.dnsmasq_extra);
@@ -320,6 +330,16 @@ impl Lab {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A new tap device on the lab bridge, for a VM that something else starts.
+    pub fn add_tap(&mut self) -> String {
+        self.taps += 1;
+        let tap = format!("xtap{}", self.taps);
+        let lan = self.lan.clone();
+        self.ns(&lan, &["ip", "tuntap", "add", &tap, "mode", "tap"]);
+        self.ns(&lan, &["ip", "link", "set", &tap, "master", "br0", "up"]);
+        tap
     }
 
     /// Whether the QEMU process of `vm` has exited (the guest powered off).
@@ -588,7 +608,7 @@ impl Vm {
     }
 }
 
-fn tail(s: &str, n: usize) -> &str {
+pub fn tail(s: &str, n: usize) -> &str {
     let start = s.len().saturating_sub(n);
     let mut i = start;
     while !s.is_char_boundary(i) {
@@ -606,11 +626,23 @@ fn rand_token() -> u64 {
     u64::from_le_bytes(buf)
 }
 
+/// The PID in a pid file, if the file names a running process.
+pub fn pid_from_file(path: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
-        // Stop only what this lab started, by PID, then remove its namespaces.
+        // Stop only what this lab started, by PID, then remove its namespaces: first what its
+        // programs started (power API machines, pid files), then its own children.
         for machine in &self.machines {
             machine.power_off();
+        }
+        for file in &self.pid_files {
+            if let Some(pid) = pid_from_file(file) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
         }
         for (_, child) in self.children.iter_mut().rev() {
             let _ = child.kill();
@@ -632,6 +664,11 @@ impl Drop for Lab {
                     "---- vm{n} serial ----\n{}",
                     tail(&self.read_log(&format!("vm{n}-serial")), 4000)
                 );
+            }
+            for (name, path) in &self.extra_logs {
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+                eprintln!("---- {name} ----\n{}", tail(&text, 4000));
             }
         }
         let _ = Command::new("ip")

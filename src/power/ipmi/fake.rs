@@ -94,7 +94,7 @@ impl FakeBmc {
                 tag: request.tag,
                 status: RakpStatus(RakpStatus::INVALID_AUTHENTICATION_ALGORITHM),
                 max_privilege: 0,
-                console_session_id: request.console_session_id,
+                console_session_id: None,
                 negotiated: None,
             };
             return Some(Self::pre_session(
@@ -114,7 +114,7 @@ impl FakeBmc {
             tag: request.tag,
             status: RakpStatus(0),
             max_privilege: self.max_privilege,
-            console_session_id: request.console_session_id,
+            console_session_id: Some(request.console_session_id),
             negotiated: Some(Negotiated {
                 bmc_session_id: 0x0200_0001,
                 authentication: request.authentication,
@@ -151,7 +151,7 @@ impl FakeBmc {
         let mut rakp2 = Rakp2 {
             tag: rakp1.tag,
             status: RakpStatus(0),
-            console_session_id: session.console_session_id,
+            console_session_id: Some(session.console_session_id),
             bmc_random: BMC_RANDOM,
             bmc_guid: BMC_GUID,
             auth_code: Vec::new(),
@@ -171,7 +171,7 @@ impl FakeBmc {
         let mut rakp4 = Rakp4 {
             tag: rakp3.tag,
             status: RakpStatus(0),
-            console_session_id: session.console_session_id,
+            console_session_id: Some(session.console_session_id),
             integrity_check: Vec::new(),
         };
         let keys = exchange.keys();

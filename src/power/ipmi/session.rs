@@ -268,7 +268,7 @@ impl Session {
 
     fn on_open(&mut self, datagram: &Datagram<'_>) -> Result<Event, SessionError> {
         let response = OpenSessionResponse::decode(datagram.payload)?;
-        if response.tag != TAG_OPEN || response.console_session_id != self.console_session_id {
+        if response.tag != TAG_OPEN || !self.is_mine(response.console_session_id) {
             return Ok(Event::Ignored(
                 "an Open Session Response for another session",
             ));
@@ -325,6 +325,12 @@ impl Session {
         Ok(Event::Send(datagram))
     }
 
+    /// Whether a setup answer is for this session: error answers may lack the ID, and then
+    /// the tag and the step must do.
+    fn is_mine(&self, console_session_id: Option<u32>) -> bool {
+        console_session_id.is_none_or(|id| id == self.console_session_id)
+    }
+
     fn role(&self) -> u8 {
         self.config.privilege.code() | ROLE_NAME_ONLY_LOOKUP
     }
@@ -353,7 +359,7 @@ impl Session {
             return Ok(Event::Ignored("RAKP message 2 out of turn"));
         };
         let rakp2 = Rakp2::decode(datagram.payload)?;
-        if rakp2.tag != TAG_RAKP_1 || rakp2.console_session_id != self.console_session_id {
+        if rakp2.tag != TAG_RAKP_1 || !self.is_mine(rakp2.console_session_id) {
             return Ok(Event::Ignored("a RAKP message 2 for another session"));
         }
         if !rakp2.status.is_ok() {
@@ -396,7 +402,7 @@ impl Session {
         iv: [u8; AES_BLOCK],
     ) -> Result<Event, SessionError> {
         let rakp4 = Rakp4::decode(datagram.payload)?;
-        if rakp4.tag != TAG_RAKP_3 || rakp4.console_session_id != self.console_session_id {
+        if rakp4.tag != TAG_RAKP_3 || !self.is_mine(rakp4.console_session_id) {
             return Ok(Event::Ignored("a RAKP message 4 for another session"));
         }
         if !rakp4.status.is_ok() {

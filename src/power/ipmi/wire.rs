@@ -503,25 +503,39 @@ pub struct Negotiated {
 }
 
 /// RMCP+ Open Session Response (§13.18). On an error status the BMC may stop after the
-/// console session ID, so `negotiated` is only present for status 0.
+/// status byte (ipmi_sim does) or after the console session ID, so the ID is optional and
+/// `negotiated` is only present for status 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenSessionResponse {
     pub tag: u8,
     pub status: RakpStatus,
     pub max_privilege: u8,
-    pub console_session_id: u32,
+    /// Always present when the status is 0.
+    pub console_session_id: Option<u32>,
     pub negotiated: Option<Negotiated>,
+}
+
+/// Message tag and status code: all an RMCP+ or RAKP error answer must carry.
+const ERROR_MIN_LEN: usize = 2;
+/// Tag, status, two bytes, session ID.
+const STATUS_HEAD_LEN: usize = 8;
+
+/// The session ID at bytes 4..8 of an answer, when it is long enough to have one.
+fn optional_session_id(bytes: &[u8]) -> Option<u32> {
+    (bytes.len() >= STATUS_HEAD_LEN).then(|| u32_le(bytes, 4))
 }
 
 impl OpenSessionResponse {
     pub const LEN: usize = 36;
-    /// Tag, status, privilege, reserved, console session ID: what even an error carries.
-    pub const ERROR_LEN: usize = 8;
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::LEN);
-        out.extend_from_slice(&[self.tag, self.status.0, self.max_privilege, 0]);
-        out.extend_from_slice(&self.console_session_id.to_le_bytes());
+        out.extend_from_slice(&[self.tag, self.status.0]);
+        let Some(id) = self.console_session_id else {
+            return out;
+        };
+        out.extend_from_slice(&[self.max_privilege, 0]);
+        out.extend_from_slice(&id.to_le_bytes());
         if let Some(n) = &self.negotiated {
             out.extend_from_slice(&n.bmc_session_id.to_le_bytes());
             encode_algorithm(&mut out, algorithm_record::AUTHENTICATION, n.authentication);
@@ -537,8 +551,8 @@ impl OpenSessionResponse {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         const WHAT: &str = "Open Session Response";
-        if bytes.len() < Self::ERROR_LEN {
-            return Err(short(WHAT, Self::ERROR_LEN, bytes.len()));
+        if bytes.len() < ERROR_MIN_LEN {
+            return Err(short(WHAT, ERROR_MIN_LEN, bytes.len()));
         }
         let status = RakpStatus(bytes[1]);
         let negotiated = if status.is_ok() {
@@ -565,8 +579,8 @@ impl OpenSessionResponse {
         Ok(OpenSessionResponse {
             tag: bytes[0],
             status,
-            max_privilege: bytes[2] & 0x0F,
-            console_session_id: u32_le(bytes, 4),
+            max_privilege: bytes.get(2).map_or(0, |b| b & 0x0F),
+            console_session_id: optional_session_id(bytes),
             negotiated,
         })
     }
@@ -627,25 +641,29 @@ impl Rakp1 {
 }
 
 /// RAKP Message 2 (§13.21): the BMC's random number and GUID, and its proof that it knows the
-/// user's key. On an error status only the first 8 bytes are sent.
+/// user's key. On an error status the rest may be missing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rakp2 {
     pub tag: u8,
     pub status: RakpStatus,
-    pub console_session_id: u32,
+    /// Always present when the status is 0.
+    pub console_session_id: Option<u32>,
     pub bmc_random: [u8; 16],
     pub bmc_guid: [u8; 16],
     pub auth_code: Vec<u8>,
 }
 
 impl Rakp2 {
-    const HEAD_LEN: usize = 8;
     const FIXED_LEN: usize = 40;
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::FIXED_LEN + self.auth_code.len());
-        out.extend_from_slice(&[self.tag, self.status.0, 0, 0]);
-        out.extend_from_slice(&self.console_session_id.to_le_bytes());
+        out.extend_from_slice(&[self.tag, self.status.0]);
+        let Some(id) = self.console_session_id else {
+            return out;
+        };
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&id.to_le_bytes());
         if self.status.is_ok() {
             out.extend_from_slice(&self.bmc_random);
             out.extend_from_slice(&self.bmc_guid);
@@ -656,14 +674,14 @@ impl Rakp2 {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         const WHAT: &str = "RAKP message 2";
-        if bytes.len() < Self::HEAD_LEN {
-            return Err(short(WHAT, Self::HEAD_LEN, bytes.len()));
+        if bytes.len() < ERROR_MIN_LEN {
+            return Err(short(WHAT, ERROR_MIN_LEN, bytes.len()));
         }
         let status = RakpStatus(bytes[1]);
         let mut message = Rakp2 {
             tag: bytes[0],
             status,
-            console_session_id: u32_le(bytes, 4),
+            console_session_id: optional_session_id(bytes),
             bmc_random: [0; 16],
             bmc_guid: [0; 16],
             auth_code: Vec::new(),
@@ -714,35 +732,45 @@ impl Rakp3 {
     }
 }
 
-/// RAKP Message 4 (§13.23): the BMC's integrity check value over the new session key.
+/// RAKP Message 4 (§13.23): the BMC's integrity check value over the new session key. On an
+/// error status the rest may be missing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rakp4 {
     pub tag: u8,
     pub status: RakpStatus,
-    pub console_session_id: u32,
+    /// Always present when the status is 0.
+    pub console_session_id: Option<u32>,
     pub integrity_check: Vec<u8>,
 }
 
 impl Rakp4 {
-    const HEAD_LEN: usize = 8;
-
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::HEAD_LEN + self.integrity_check.len());
-        out.extend_from_slice(&[self.tag, self.status.0, 0, 0]);
-        out.extend_from_slice(&self.console_session_id.to_le_bytes());
+        let mut out = Vec::with_capacity(STATUS_HEAD_LEN + self.integrity_check.len());
+        out.extend_from_slice(&[self.tag, self.status.0]);
+        let Some(id) = self.console_session_id else {
+            return out;
+        };
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(&self.integrity_check);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        if bytes.len() < Self::HEAD_LEN {
-            return Err(short("RAKP message 4", Self::HEAD_LEN, bytes.len()));
+        const WHAT: &str = "RAKP message 4";
+        let status = RakpStatus(
+            *bytes
+                .get(1)
+                .ok_or(short(WHAT, ERROR_MIN_LEN, bytes.len()))?,
+        );
+        if status.is_ok() && bytes.len() < STATUS_HEAD_LEN {
+            return Err(short(WHAT, STATUS_HEAD_LEN, bytes.len()));
         }
         Ok(Rakp4 {
             tag: bytes[0],
-            status: RakpStatus(bytes[1]),
-            console_session_id: u32_le(bytes, 4),
-            integrity_check: bytes[Self::HEAD_LEN..].to_vec(),
+            status,
+            console_session_id: optional_session_id(bytes),
+            integrity_check: bytes.get(STATUS_HEAD_LEN..).unwrap_or_default().to_vec(),
         })
     }
 }
@@ -923,7 +951,7 @@ pub(crate) mod tests {
         let response = OpenSessionResponse::decode(datagram.payload).expect("valid response");
         assert_eq!(response.status, RakpStatus(0));
         assert_eq!(response.max_privilege, 4);
-        assert_eq!(response.console_session_id, 0xa0a2a3a4);
+        assert_eq!(response.console_session_id, Some(0xa0a2a3a4));
         assert_eq!(
             response.negotiated,
             Some(Negotiated {
@@ -940,12 +968,23 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_open_session_error_may_stop_after_the_console_session_id() {
+    fn an_open_session_error_may_stop_after_the_status() {
         let response = OpenSessionResponse::decode(&[7, 0x04, 0, 0, 1, 2, 3, 4])
             .expect("short error response");
         assert_eq!(response.status, RakpStatus(0x04));
-        assert_eq!(response.console_session_id, 0x04030201);
+        assert_eq!(response.console_session_id, Some(0x04030201));
         assert_eq!(response.negotiated, None);
+        // ipmi_sim answers a cipher suite it lacks with tag and status only.
+        let bare = OpenSessionResponse::decode(&[0, 0x04]).expect("two-byte error response");
+        assert_eq!(
+            (bare.status, bare.console_session_id),
+            (RakpStatus(0x04), None)
+        );
+        assert_eq!(bare.encode(), [0, 0x04]);
+        assert!(
+            OpenSessionResponse::decode(&[0, 0x00]).is_err(),
+            "success needs it all"
+        );
         assert_eq!(
             response.status.to_string(),
             "status 0x04, invalid authentication algorithm"
@@ -1118,7 +1157,7 @@ pub(crate) mod tests {
         let rakp2 = Rakp2 {
             tag: 1,
             status: RakpStatus(0),
-            console_session_id: 9,
+            console_session_id: Some(9),
             bmc_random: [3; 16],
             bmc_guid: [4; 16],
             auth_code: vec![5; 20],
@@ -1127,7 +1166,7 @@ pub(crate) mod tests {
         let refused = Rakp2 {
             tag: 1,
             status: RakpStatus(RakpStatus::UNAUTHORIZED_NAME),
-            console_session_id: 9,
+            console_session_id: Some(9),
             bmc_random: [0; 16],
             bmc_guid: [0; 16],
             auth_code: Vec::new(),
@@ -1137,10 +1176,18 @@ pub(crate) mod tests {
         let rakp4 = Rakp4 {
             tag: 2,
             status: RakpStatus(0),
-            console_session_id: 9,
+            console_session_id: Some(9),
             integrity_check: vec![6; 12],
         };
         assert_eq!(Rakp4::decode(&rakp4.encode()), Ok(rakp4));
+        assert!(
+            Rakp4::decode(&[2, 0, 0]).is_err(),
+            "success needs the session ID"
+        );
+        assert_eq!(
+            Rakp4::decode(&[2, 0x0F]).map(|r| r.console_session_id),
+            Ok(None)
+        );
         let long_name = Rakp1 {
             tag: 0,
             bmc_session_id: 1,

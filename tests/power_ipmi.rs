@@ -1,0 +1,430 @@
+//! IPMI power control over the wire, against ipmi_sim as the BMC of a QEMU VM in the lab's
+//! namespaces: `siderite power` (the appliance's own client, run in the appliance's
+//! namespace) powers the VM on, off, cycles and resets it, makes its next boot (only the next)
+//! a network boot, and `ipmitool -I lanplus` agrees with every power state it reports. Wrong
+//! passwords, unknown users, cipher suite 17 (which ipmi_sim does not offer) and an address
+//! nobody answers on fail with errors that say so.
+//!
+//! Runs as root in namespaces the test creates; the BMC listens on an address of the lab
+//! bridge. VM tests take a lock so that one QEMU runs at a time.
+
+mod lab;
+
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lab::bmc::{DISK_BOOT_MARKER, SimBmc, SimBmcConfig, boot_disk};
+use lab::{Lab, Options};
+
+/// One VM at a time in this test binary.
+static ONE_VM: Mutex<()> = Mutex::new(());
+
+const BMC_ADDRESS: &str = "10.77.0.250";
+const USER: &str = "admin";
+const PASSWORD: &str = "lab-secret-1";
+/// iPXE's line when the BIOS hands it the boot (not its option ROM banner, which every boot
+/// prints).
+const NETWORK_BOOT: &str = "iPXE (PCI 00:03.0) starting execution";
+
+fn lab_without_appliance() -> Lab {
+    Lab::with(Options {
+        appliance: false,
+        ..Options::default()
+    })
+}
+
+/// A BMC whose machine boots a disk that prints [`DISK_BOOT_MARKER`], or its NIC's iPXE.
+fn bmc_with_vm(lab: &mut Lab) -> SimBmc {
+    let tap = lab.add_tap();
+    let disk = lab.dir.path().join("boot-disk.img");
+    boot_disk(&disk);
+    SimBmc::start(
+        lab,
+        SimBmcConfig {
+            address: BMC_ADDRESS,
+            user: USER,
+            password: PASSWORD,
+            machine: vec![
+                "-m".into(),
+                "256".into(),
+                "-netdev".into(),
+                format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0,mac=52:54:00:77:aa:01".into(),
+                "-drive".into(),
+                format!("file={},format=raw,if=virtio", disk.display()),
+            ],
+        },
+    )
+}
+
+/// `siderite power <args>` in the appliance's namespace, as the appliance would reach the BMC.
+fn siderite_power(lab: &Lab, password: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.app,
+            env!("CARGO_BIN_EXE_siderite"),
+            "power",
+        ])
+        .args(args)
+        .env("SIDERITE_BMC_PASSWORD", password)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("siderite runs")
+}
+
+fn status(lab: &Lab, extra: &[&str]) -> String {
+    let mut args = vec!["status", "--ipmi", BMC_ADDRESS, "--user", USER];
+    args.extend_from_slice(extra);
+    let out = siderite_power(lab, PASSWORD, &args);
+    assert!(
+        out.status.success(),
+        "siderite power status: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn act(lab: &Lab, verb: &[&str]) {
+    let mut args = verb.to_vec();
+    args.extend_from_slice(&["--ipmi", BMC_ADDRESS, "--user", USER]);
+    let out = siderite_power(lab, PASSWORD, &args);
+    assert!(
+        out.status.success(),
+        "siderite power {verb:?}: {}",
+        text(&out)
+    );
+}
+
+/// `ipmitool -I lanplus` from the appliance's namespace.
+fn ipmitool(lab: &Lab, suite: &str, user: &str, password: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &lab.app, "ipmitool", "-I", "lanplus"])
+        .args(["-C", suite, "-H", BMC_ADDRESS, "-U", user, "-E"])
+        .args(args)
+        .env("IPMI_PASSWORD", password)
+        .output()
+        .expect("ipmitool runs")
+}
+
+/// ipmitool's reading of the power state: `on` or `off`.
+fn ipmitool_power(lab: &Lab) -> String {
+    let out = ipmitool(lab, "3", USER, PASSWORD, &["chassis", "power", "status"]);
+    assert!(out.status.success(), "ipmitool: {}", text(&out));
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    line.strip_prefix("Chassis Power is ")
+        .unwrap_or_else(|| panic!("unexpected ipmitool output {line:?}"))
+        .to_owned()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits until the VM process runs (or does not).
+fn wait_for_vm(bmc: &SimBmc, running: bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while bmc.vm_pid().is_some() != running {
+        assert!(
+            Instant::now() < deadline,
+            "the VM process should be {}:\n{}",
+            if running { "running" } else { "gone" },
+            bmc.chassis_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Both clients report `expected`.
+fn both_say(lab: &Lab, expected: &str) {
+    assert_eq!(status(lab, &[]), expected, "siderite power status");
+    assert_eq!(
+        ipmitool_power(lab),
+        expected,
+        "ipmitool chassis power status"
+    );
+}
+
+#[test]
+fn power_on_off_cycle_and_reset_start_and_stop_the_vm_and_ipmitool_agrees() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab_without_appliance();
+    let bmc = bmc_with_vm(&mut lab);
+    both_say(&lab, "off");
+    assert_eq!(bmc.vm_pid(), None);
+
+    act(&lab, &["on"]);
+    wait_for_vm(&bmc, true);
+    both_say(&lab, "on");
+    bmc.wait_for_console(1, DISK_BOOT_MARKER, Duration::from_secs(60));
+    let first = bmc.vm_pid();
+
+    act(&lab, &["off"]);
+    wait_for_vm(&bmc, false);
+    both_say(&lab, "off");
+
+    act(&lab, &["on"]);
+    wait_for_vm(&bmc, true);
+    let second = bmc.vm_pid();
+    assert_ne!(first, second, "a new VM process");
+    bmc.wait_for_console(2, DISK_BOOT_MARKER, Duration::from_secs(60));
+
+    // Cycle: off, then ipmi_sim powers on again a second later: a third start.
+    act(&lab, &["cycle"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bmc.boots() < 3 || bmc.vm_pid().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no new start after the cycle:\n{}",
+            bmc.chassis_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(bmc.vm_pid(), second, "the cycle replaced the VM process");
+    bmc.wait_for_console(3, DISK_BOOT_MARKER, Duration::from_secs(60));
+    both_say(&lab, "on");
+
+    // Hard reset: the machine starts again without a power-off state in between.
+    act(&lab, &["reset"]);
+    assert_eq!(bmc.boots(), 4, "{}", bmc.chassis_log());
+    bmc.wait_for_console(4, DISK_BOOT_MARKER, Duration::from_secs(60));
+    both_say(&lab, "on");
+
+    // Soft: the BMC presses the ACPI power button (a halted boot sector ignores it).
+    act(&lab, &["soft"]);
+    assert!(
+        bmc.chassis_log().contains("set shutdown 1"),
+        "{}",
+        bmc.chassis_log()
+    );
+
+    act(&lab, &["off"]);
+    wait_for_vm(&bmc, false);
+    both_say(&lab, "off");
+}
+
+#[test]
+fn pxe_once_makes_only_the_next_boot_a_network_boot() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab_without_appliance();
+    let bmc = bmc_with_vm(&mut lab);
+
+    act(&lab, &["pxe-once"]);
+    // ipmi_sim reports the boot device it keeps (Get System Boot Options, parameter 5).
+    let flags = ipmitool(
+        &lab,
+        "3",
+        USER,
+        PASSWORD,
+        &["chassis", "bootparam", "get", "5"],
+    );
+    assert!(text(&flags).contains("Force PXE"), "{}", text(&flags));
+
+    act(&lab, &["on"]);
+    wait_for_vm(&bmc, true);
+    let took = bmc.wait_for_console(1, NETWORK_BOOT, Duration::from_secs(90));
+    eprintln!("network boot reached iPXE {took:?} after power on");
+    // iPXE asked the lab's DHCP server for an address.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lab.read_log("dnsmasq").contains("52:54:00:77:aa:01") {
+        assert!(
+            Instant::now() < deadline,
+            "no DHCP from the VM:\n{}",
+            lab.read_log("dnsmasq")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The flag was for one boot: a cycle boots the disk again.
+    act(&lab, &["cycle"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bmc.boots() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no new start after the cycle:\n{}",
+            bmc.chassis_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bmc.wait_for_console(2, DISK_BOOT_MARKER, Duration::from_secs(60));
+    assert!(!bmc.console(2).contains(NETWORK_BOOT), "{}", bmc.console(2));
+    act(&lab, &["off"]);
+
+    // UEFI mode goes through the same BMC path (ipmi_sim keeps only the device, not the EFI
+    // bit: the bytes are checked against ipmitool's in the unit tests).
+    act(&lab, &["pxe-once", "--uefi"]);
+    let flags = ipmitool(
+        &lab,
+        "3",
+        USER,
+        PASSWORD,
+        &["chassis", "bootparam", "get", "5"],
+    );
+    assert!(text(&flags).contains("Force PXE"), "{}", text(&flags));
+}
+
+#[test]
+fn a_wrong_password_or_user_is_an_authentication_error_that_is_not_retried() {
+    let mut lab = lab_without_appliance();
+    let _bmc = SimBmc::start(
+        &mut lab,
+        SimBmcConfig {
+            address: BMC_ADDRESS,
+            user: USER,
+            password: PASSWORD,
+            machine: Vec::new(),
+        },
+    );
+    // A retry would wait 3 s first: the error must come sooner.
+    let started = Instant::now();
+    let out = siderite_power(
+        &lab,
+        "not-the-password",
+        &[
+            "status",
+            "--ipmi",
+            BMC_ADDRESS,
+            "--user",
+            USER,
+            "--backoff",
+            "3",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "retried: {:?}",
+        started.elapsed()
+    );
+    assert!(!out.status.success());
+    let error = text(&out);
+    assert!(
+        error.contains(&format!(
+            "BMC ipmi {BMC_ADDRESS}:623: could not read the power state: authentication failed: RAKP message 2 does not verify with the configured password: the password of user \"admin\" is wrong"
+        )),
+        "{error}"
+    );
+    // ipmitool fails the same way.
+    let theirs = ipmitool(
+        &lab,
+        "3",
+        USER,
+        "not-the-password",
+        &["-v", "chassis", "power", "status"],
+    );
+    assert!(!theirs.status.success());
+    assert!(
+        text(&theirs).contains("RAKP 2 HMAC is invalid"),
+        "{}",
+        text(&theirs)
+    );
+
+    let out = siderite_power(
+        &lab,
+        PASSWORD,
+        &["status", "--ipmi", BMC_ADDRESS, "--user", "nobody"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("authentication failed: RAKP message 2: the BMC refused with status 0x0d, unauthorized name"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn ipmi_sim_offers_suite_3_not_17_and_both_clients_agree() {
+    let mut lab = lab_without_appliance();
+    let _bmc = SimBmc::start(
+        &mut lab,
+        SimBmcConfig {
+            address: BMC_ADDRESS,
+            user: USER,
+            password: PASSWORD,
+            machine: Vec::new(),
+        },
+    );
+    assert_eq!(status(&lab, &["--cipher-suite", "3"]), "off");
+    // auto tries 17 first and falls back to 3.
+    assert_eq!(status(&lab, &["--cipher-suite", "auto"]), "off");
+    let out = siderite_power(
+        &lab,
+        PASSWORD,
+        &[
+            "status",
+            "--ipmi",
+            BMC_ADDRESS,
+            "--user",
+            USER,
+            "--cipher-suite",
+            "17",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not supported: the BMC does not offer cipher suite 17 (Open Session Response: the BMC refused with status 0x04, invalid authentication algorithm)"),
+        "{}",
+        text(&out)
+    );
+    let theirs = ipmitool(&lab, "17", USER, PASSWORD, &["chassis", "power", "status"]);
+    assert!(
+        !theirs.status.success(),
+        "ipmitool -C 17 must fail too: {}",
+        text(&theirs)
+    );
+    assert!(
+        text(&theirs).contains("invalid authentication algorithm"),
+        "{}",
+        text(&theirs)
+    );
+}
+
+#[test]
+fn an_address_nobody_answers_on_times_out_within_the_policy_bound() {
+    let lab = lab_without_appliance();
+    // 10.77.0.251 is on the lab's subnet, and nothing has it.
+    let (timeout, attempts, backoff) = (1.0, 2, 0.2);
+    let worst_case = Duration::from_secs_f64(timeout * attempts as f64 + backoff);
+    let started = Instant::now();
+    let out = siderite_power(
+        &lab,
+        PASSWORD,
+        &[
+            "status",
+            "--ipmi",
+            "10.77.0.251",
+            "--user",
+            USER,
+            "--timeout",
+            &timeout.to_string(),
+            "--attempts",
+            &attempts.to_string(),
+            "--backoff",
+            &backoff.to_string(),
+        ],
+    );
+    let took = started.elapsed();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            "BMC ipmi 10.77.0.251:623: could not read the power state: no answer within 1s"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        took >= Duration::from_secs_f64(timeout * attempts as f64),
+        "{took:?}"
+    );
+    // The process start and exit are the only slack.
+    assert!(
+        took <= worst_case + Duration::from_millis(500),
+        "{took:?} > {worst_case:?}"
+    );
+}
