@@ -247,6 +247,11 @@ struct ServeArgs {
     /// How agents wipe servers whose spec names no wipeMode: fast or zeroes.
     #[arg(long, default_value = "fast", value_parser = parse_wipe_mode)]
     wipe_mode: WipeMode,
+    /// Let discovery agents of servers without spec.bmc create a `siderite` BMC user over
+    /// in-band IPMI and fill spec.bmc with it (credentials in Secret default/<server>-bmc).
+    /// `--auto-bmc-setup=false` tells agents to leave BMCs alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_bmc_setup: bool,
     /// Run the controllers in this process. `--controllers=false` serves only the boot plane
     /// (and the embedded API server), leaving reconciling to other replicas.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -487,6 +492,7 @@ fn boot_plane_config(args: &ServeArgs) -> anyhow::Result<siderite::serve::BootPl
         agent: siderite::serve::agent_api::AgentApiConfig {
             auto_accept: args.auto_accept_servers,
             wipe_mode: args.wipe_mode,
+            auto_bmc_setup: args.auto_bmc_setup,
         },
     })
 }

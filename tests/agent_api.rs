@@ -8,15 +8,17 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{Appliance, eventually};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use siderite::agent::client::ApplianceClient;
 use siderite::api::agent::{
-    Directive, DiskOutcome, DiskProgress, DiskResult, Progress, Registration, WipeMode, WipeReport,
+    BmcReport, BmcSetupResult, Directive, DiskOutcome, DiskProgress, DiskResult, Progress,
+    Registration, WipeMode, WipeReport,
 };
 use siderite::api::{
-    HardwareInformation, NetworkInformation, NetworkInterface, Server, StorageDevice,
-    StorageInformation, SystemInformation,
+    Bmc, CredentialSource, HardwareInformation, NetworkInformation, NetworkInterface, SecretKeyRef,
+    Server, StorageDevice, StorageInformation, SystemInformation,
 };
 
 const UUID: &str = "4C4C4544-0044-3610-8052-B4C04F4B3232";
@@ -155,6 +157,127 @@ async fn registration_creates_the_server_named_by_its_uuid_and_refreshes_it_keep
         let events = appliance.kubectl_ok(&["get", "events", "-A", "-o", "json"]);
         (events.contains("\"Registered\"") && events.contains("\"Accepted\"")).then_some(())
     });
+}
+
+fn configured(boot_id: &str, password: &str) -> BmcReport {
+    BmcReport {
+        boot_id: boot_id.into(),
+        result: BmcSetupResult::Configured {
+            endpoint: "10.77.0.250".into(),
+            port: 623,
+            user: "siderite".into(),
+            password: password.into(),
+            user_id: 3,
+            channel: 1,
+        },
+    }
+}
+
+fn from_secret(name: &str, key: &str) -> Option<CredentialSource> {
+    Some(CredentialSource {
+        secret_key_ref: Some(SecretKeyRef {
+            namespace: "default".into(),
+            name: name.into(),
+            key: key.into(),
+        }),
+    })
+}
+
+#[tokio::test]
+async fn a_bmc_report_fills_an_empty_spec_bmc_from_a_secret_owned_by_the_server() {
+    let appliance = Appliance::start();
+    let client = ApplianceClient::new(&appliance.boot_url()).expect("boot URL");
+    let machine = registration(Some(UUID), &["52:54:00:00:00:01"], &["vda"]);
+    let registered = client.register(&machine).await.expect("registration");
+    assert!(
+        registered.setup_bmc,
+        "a Server without spec.bmc asks for the setup"
+    );
+
+    let report = configured(&machine.boot_id, "AbCdEfGh23456789");
+    client
+        .report(NAME, "bmc", &report)
+        .await
+        .expect("report taken");
+    let written = server(&appliance, NAME).await;
+    let secret_name = format!("{NAME}-bmc");
+    assert_eq!(
+        written.spec.bmc,
+        Some(Bmc {
+            endpoint: "10.77.0.250".into(),
+            port: Some(623),
+            user: None,
+            user_from: from_secret(&secret_name, "user"),
+            pass: None,
+            pass_from: from_secret(&secret_name, "pass"),
+            interface: Some("lanplus".into()),
+        })
+    );
+    let secrets: Api<Secret> = Api::namespaced(appliance.client().await, "default");
+    let secret = secrets.get(&secret_name).await.expect("the BMC Secret");
+    let data = secret.data.clone().expect("data");
+    assert_eq!(data["user"].0, b"siderite");
+    assert_eq!(data["pass"].0, b"AbCdEfGh23456789");
+    let owner = &secret.metadata.owner_references.clone().expect("owner")[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Server", NAME));
+    assert_eq!(Some(&owner.uid), written.metadata.uid.as_ref());
+    // The appliance's log never shows the password.
+    assert!(!appliance.log_text().contains("AbCdEfGh23456789"));
+
+    // The next boot is not asked again, and a late report changes nothing.
+    let again = client.register(&machine).await.expect("registration");
+    assert!(!again.setup_bmc, "spec.bmc is set now");
+    client
+        .report(
+            NAME,
+            "bmc",
+            &configured(&machine.boot_id, "ZzZzZzZz23456789"),
+        )
+        .await
+        .expect("report taken and ignored");
+    assert_eq!(server(&appliance, NAME).await.spec.bmc, written.spec.bmc);
+    let secret = secrets.get(&secret_name).await.expect("the BMC Secret");
+    assert_eq!(secret.data.expect("data")["pass"].0, b"AbCdEfGh23456789");
+    eventually(5, "BMCConfigured and BMCSetupIgnored events", || {
+        let events = appliance.kubectl_ok(&["get", "events", "-A", "-o", "json"]);
+        (events.contains("\"BMCConfigured\"") && events.contains("\"BMCSetupIgnored\""))
+            .then_some(())
+    });
+
+    // Deleting the Server deletes its BMC Secret.
+    appliance.kubectl_ok(&["delete", "server", NAME]);
+    let gone = common::wait_for("the BMC Secret to be collected", 10, || async {
+        secrets
+            .get_opt(&secret_name)
+            .await
+            .ok()
+            .filter(Option::is_none)
+    })
+    .await;
+    assert!(gone.is_none());
+}
+
+#[tokio::test]
+async fn with_auto_bmc_setup_off_agents_are_not_asked_and_bmc_reports_are_refused() {
+    let appliance = Appliance::start_with(&["--auto-bmc-setup=false"]);
+    let client = ApplianceClient::new(&appliance.boot_url()).expect("boot URL");
+    let machine = registration(Some(UUID), &["52:54:00:00:00:01"], &["vda"]);
+    let registered = client.register(&machine).await.expect("registration");
+    assert!(!registered.setup_bmc);
+    let error = client
+        .report(
+            NAME,
+            "bmc",
+            &configured(&machine.boot_id, "AbCdEfGh23456789"),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(409), "{error}");
+    assert!(
+        error.to_string().contains("--auto-bmc-setup=false"),
+        "{error}"
+    );
+    assert_eq!(server(&appliance, NAME).await.spec.bmc, None);
 }
 
 #[tokio::test]

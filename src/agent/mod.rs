@@ -1,6 +1,8 @@
 //! The discovery agent's work, used by the `siderite-agent` binary: bring up drivers and the
-//! network, collect the inventory, register with the appliance, and follow its directives.
+//! network, collect the inventory, register with the appliance, set up the BMC when asked, and
+//! follow its directives.
 
+pub mod bmc;
 pub mod client;
 pub mod configdrive;
 pub mod console;

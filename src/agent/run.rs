@@ -11,10 +11,11 @@ use tracing::{error, info, warn};
 
 use crate::agent::client::{ApplianceClient, ClientError};
 use crate::agent::console::Console;
-use crate::agent::{deploy, image, inventory, modules, net, wipe};
+use crate::agent::{bmc, deploy, image, inventory, modules, net, wipe};
 use crate::api::agent::{
-    ConfigDriveSource, DeployReport, DeployResult, Directive, DiskProgress, Heartbeat,
-    ImageDeployment, LogLines, Registration, WipeMode, WipeReport,
+    BmcReport, BmcSetupResult, ConfigDriveSource, DeployReport, DeployResult, Directive,
+    DiskProgress, Heartbeat, ImageDeployment, LogLines, Registered, Registration, WipeMode,
+    WipeReport,
 };
 
 /// How long one directive long poll may be held by the appliance.
@@ -271,7 +272,8 @@ async fn follow(
 ) -> Finish {
     let boot_id = registration.boot_id.clone();
     let registering = Instant::now();
-    let mut server = register(client, &registration).await;
+    let registered = register(client, &registration).await;
+    let mut server = registered.server.clone();
     let ms = |d: Duration| d.as_millis();
     info!(
         kernel_s = timings.uptime_at_start.unwrap_or(f64::NAN),
@@ -281,6 +283,9 @@ async fn follow(
         register_ms = ms(registering.elapsed()),
         "time to registration"
     );
+    if registered.setup_bmc {
+        set_up_bmc(client, &server, &boot_id).await;
+    }
     loop {
         ship_logs(client, &server, &boot_id, console).await;
         match client.directive(&server, &boot_id, DIRECTIVE_WAIT).await {
@@ -314,7 +319,7 @@ async fn follow(
             }
             Err(error) if error.status() == Some(http::StatusCode::NOT_FOUND) => {
                 warn!(%error, "the Server is gone; registering again");
-                server = register(client, &registration).await;
+                server = register(client, &registration).await.server;
             }
             Err(error) => {
                 warn!(%error, "asking for a directive failed; retrying");
@@ -324,8 +329,8 @@ async fn follow(
     }
 }
 
-/// Registers until the appliance accepts the registration; returns the Server name.
-async fn register(client: &ApplianceClient, registration: &Registration) -> String {
+/// Registers until the appliance accepts the registration.
+async fn register(client: &ApplianceClient, registration: &Registration) -> Registered {
     loop {
         match client.register(registration).await {
             Ok(registered) => {
@@ -338,7 +343,7 @@ async fn register(client: &ApplianceClient, registration: &Registration) -> Stri
                     accepted = registered.accepted,
                     "registered"
                 );
-                return registered.server;
+                return registered;
             }
             Err(error) if error.status().is_some_and(|s| s.is_client_error()) => {
                 error!(%error, "the appliance refused the registration; retrying in 60 s");
@@ -350,6 +355,57 @@ async fn register(client: &ApplianceClient, registration: &Registration) -> Stri
             }
         }
     }
+}
+
+/// Sets up the `siderite` BMC user over `/dev/ipmi0` (the appliance asked: automatic setup
+/// is on and the Server has no `spec.bmc`) and reports the outcome, which carries the
+/// password: it is never logged.
+async fn set_up_bmc(client: &ApplianceClient, server: &str, boot_id: &str) {
+    info!("setting up the BMC in-band");
+    let result = tokio::task::spawn_blocking(|| {
+        let mut device = match bmc::Device::open(Path::new("/sys"), Path::new(bmc::DEVICE)) {
+            Ok(Some(device)) => device,
+            Ok(None) => return BmcSetupResult::NoBmc,
+            Err(error) => {
+                return BmcSetupResult::Failed {
+                    error: error.to_string(),
+                };
+            }
+        };
+        match bmc::set_up(&mut device, &bmc::random_password()) {
+            Ok(access) => BmcSetupResult::Configured {
+                endpoint: access.address.to_string(),
+                port: access.port,
+                user: access.user,
+                password: access.password,
+                user_id: access.user_id,
+                channel: access.channel,
+            },
+            Err(error) => BmcSetupResult::Failed {
+                error: error.to_string(),
+            },
+        }
+    })
+    .await
+    .unwrap_or_else(|panic| BmcSetupResult::Failed {
+        error: format!("the BMC setup panicked: {panic}"),
+    });
+    match &result {
+        BmcSetupResult::Configured {
+            endpoint,
+            port,
+            user_id,
+            channel,
+            ..
+        } => info!(%endpoint, port, user_id, channel, user = bmc::USER_NAME, "BMC user set up"),
+        BmcSetupResult::NoBmc => info!("no in-band BMC (/dev/ipmi0)"),
+        BmcSetupResult::Failed { error } => warn!(%error, "BMC setup failed"),
+    }
+    let report = BmcReport {
+        boot_id: boot_id.to_owned(),
+        result,
+    };
+    send_outcome(client, server, "bmc", &report).await;
 }
 
 /// The disks the agent found when it registered.

@@ -51,6 +51,80 @@ pub struct Registered {
     /// Why the name was derived from the boot MAC instead of the SMBIOS UUID, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_fallback: Option<String>,
+    /// Create the `siderite` BMC user over in-band IPMI and report it (`bmc`): asked while
+    /// automatic BMC setup is on (`--auto-bmc-setup`) and the Server has no `spec.bmc`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setup_bmc: bool,
+}
+
+/// `POST /agent/v1/servers/{name}/bmc`: the outcome of the in-band BMC setup the appliance
+/// asked for in [`Registered::setup_bmc`]. Carries a password: never log the body.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BmcReport {
+    pub boot_id: String,
+    pub result: BmcSetupResult,
+}
+
+impl std::fmt::Debug for BmcReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BmcReport")
+            .field("boot_id", &self.boot_id)
+            .field("result", &self.result)
+            .finish()
+    }
+}
+
+/// What the in-band BMC setup did.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "status",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum BmcSetupResult {
+    /// The BMC takes IPMI over LAN (lanplus) at `endpoint:port` for `user`, who has
+    /// administrator privilege on LAN channel `channel` as user ID `userId`.
+    Configured {
+        endpoint: String,
+        port: u16,
+        user: String,
+        password: String,
+        user_id: u8,
+        channel: u8,
+    },
+    /// The machine has no in-band IPMI interface (no `/dev/ipmi0` after loading ipmi_si).
+    NoBmc,
+    Failed {
+        error: String,
+    },
+}
+
+impl std::fmt::Debug for BmcSetupResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BmcSetupResult::Configured {
+                endpoint,
+                port,
+                user,
+                user_id,
+                channel,
+                ..
+            } => f
+                .debug_struct("Configured")
+                .field("endpoint", endpoint)
+                .field("port", port)
+                .field("user", user)
+                .field("user_id", user_id)
+                .field("channel", channel)
+                .finish_non_exhaustive(),
+            BmcSetupResult::NoBmc => f.write_str("NoBmc"),
+            BmcSetupResult::Failed { error } => {
+                f.debug_struct("Failed").field("error", error).finish()
+            }
+        }
+    }
 }
 
 /// How to wipe disks.
@@ -303,6 +377,35 @@ mod tests {
             .expect_err("unknown field must be rejected")
             .to_string();
         assert!(error.contains("smbiosUUID"), "{error}");
+    }
+
+    #[test]
+    fn bmc_reports_are_tagged_by_status_and_never_print_the_password() {
+        let report: BmcReport = serde_json::from_value(serde_json::json!({
+            "bootId": "b",
+            "result": {
+                "status": "configured",
+                "endpoint": "10.77.0.250",
+                "port": 623,
+                "user": "siderite",
+                "password": "s3cret-s3cret-12",
+                "userId": 3,
+                "channel": 1
+            }
+        }))
+        .expect("valid report");
+        assert!(matches!(
+            report.result,
+            BmcSetupResult::Configured { user_id: 3, .. }
+        ));
+        assert!(!format!("{report:?}").contains("s3cret"), "{report:?}");
+        let none: BmcSetupResult =
+            serde_json::from_str(r#"{"status":"noBmc"}"#).expect("valid result");
+        assert_eq!(none, BmcSetupResult::NoBmc);
+        let registered: Registered =
+            serde_json::from_str(r#"{"server":"s","created":true,"accepted":false}"#)
+                .expect("older answers lack setupBmc");
+        assert!(!registered.setup_bmc);
     }
 
     #[test]

@@ -24,13 +24,13 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::api::agent::{
-    self, Addresses, AgentError, ConfigDriveSource, DeployReport, DeployResult, Directive,
-    Heartbeat, ImageChecksum, ImageDeployment, LogLines, Progress, Registered, Registration,
-    WipeMode, WipeReport,
+    self, Addresses, AgentError, BmcReport, BmcSetupResult, ConfigDriveSource, DeployReport,
+    DeployResult, Directive, Heartbeat, ImageChecksum, ImageDeployment, LogLines, Progress,
+    Registered, Registration, WipeMode, WipeReport,
 };
 use crate::api::{
-    Condition, ConditionStatus, HardwareInformation, INSTALLED_CONDITION, Server, ServerSpec,
-    set_condition,
+    Bmc, Condition, ConditionStatus, CredentialSource, HardwareInformation, INSTALLED_CONDITION,
+    SecretKeyRef, Server, ServerSpec, set_condition,
 };
 use crate::policy::agent::{
     AgentFacts, ImageStep, WipeVerdict, directive, judge_wipe, progress_message,
@@ -57,6 +57,16 @@ pub const CLEAN: &str = "Clean";
 /// Label saying where a Server's name came from: `smbios-uuid` or `boot-mac`.
 pub const IDENTITY_LABEL: &str = "siderite.dev/identity";
 
+/// Where the credentials of BMC users the agents create are kept: Secret `<server>-bmc` in
+/// this namespace, keys `user` and `pass`, owned by the Server (as Sidero kept them).
+pub const BMC_SECRET_NAMESPACE: &str = "default";
+pub const BMC_SECRET_USER_KEY: &str = "user";
+pub const BMC_SECRET_PASS_KEY: &str = "pass";
+/// clusterctl moves objects with this label along with the cluster (Sidero set it too).
+const CLUSTERCTL_MOVE_LABEL: &str = "clusterctl.cluster.x-k8s.io/move";
+/// Label naming the Server a BMC Secret belongs to.
+pub const BMC_SECRET_SERVER_LABEL: &str = "siderite.dev/server";
+
 type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Settings of the agent API.
@@ -66,6 +76,9 @@ pub struct AgentApiConfig {
     pub auto_accept: bool,
     /// Wipe mode for Servers that name none (`--wipe-mode`).
     pub wipe_mode: WipeMode,
+    /// Agents of Servers without `spec.bmc` create a BMC user in-band and report it
+    /// (`--auto-bmc-setup`); off, they are told not to and their reports are refused.
+    pub auto_bmc_setup: bool,
 }
 
 /// What the appliance remembers about the current boot of one machine.
@@ -97,6 +110,8 @@ impl Session {
 /// The agent API's handlers and the state they share.
 pub struct AgentApi {
     servers: Api<Server>,
+    /// Secrets in [`BMC_SECRET_NAMESPACE`].
+    secrets: Api<k8s_openapi::api::core::v1::Secret>,
     index: ServerIndex,
     /// Disk-image Environments the agent deploys come from this cache.
     environments: Arc<EnvironmentCache>,
@@ -156,6 +171,7 @@ impl AgentApi {
             },
         );
         AgentApi {
+            secrets: Api::namespaced(client.clone(), BMC_SECRET_NAMESPACE),
             servers: Api::all(client),
             index,
             environments,
@@ -241,10 +257,11 @@ impl AgentApi {
             "heartbeat" => self.heartbeat(name, read_json(parts, body).await?),
             "deployed" => self.deployed(name, read_json(parts, body).await?).await,
             "log" => self.log(name, read_json(parts, body).await?),
+            "bmc" => self.bmc(name, read_json(parts, body).await?).await,
             _ => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "unknown agent report {action:?}; expected progress, wiped, deployed, addresses, heartbeat or log"
+                    "unknown agent report {action:?}; expected progress, wiped, deployed, addresses, heartbeat, bmc or log"
                 ),
             )),
         }
@@ -361,6 +378,7 @@ impl AgentApi {
                 created,
                 accepted: written.spec.accepted,
                 identity_fallback: identity.fallback,
+                setup_bmc: self.config.auto_bmc_setup && written.spec.bmc.is_none(),
             },
         ))
     }
@@ -842,6 +860,211 @@ impl AgentApi {
         Ok(empty(StatusCode::NO_CONTENT))
     }
 
+    /// The outcome of an in-band BMC setup: for a configured user, the credentials go into a
+    /// Secret owned by the Server and `spec.bmc` points at them, unless `spec.bmc` was set
+    /// meanwhile (an operator's settings always win); other outcomes become Events.
+    async fn bmc(&self, name: &str, report: BmcReport) -> Handled {
+        validate_boot_id(&report.boot_id)?;
+        if !self.config.auto_bmc_setup {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "automatic BMC setup is off (siderite serve --auto-bmc-setup=false); the report was not used",
+            ));
+        }
+        let server = self
+            .servers
+            .get_opt(name)
+            .await
+            .map_err(|e| Refusal::kube("read the Server", &e))?
+            .ok_or_else(|| no_server(name))?;
+        let (endpoint, port, user, password, user_id, channel) = match report.result {
+            BmcSetupResult::NoBmc => {
+                info!(server = %name, "no in-band BMC");
+                self.event(
+                    &server,
+                    EventType::Normal,
+                    "NoInBandBMC",
+                    "SetUpBMC",
+                    "the agent found no in-band IPMI interface (/dev/ipmi0); for power control set spec.bmc by hand".into(),
+                );
+                return Ok(empty(StatusCode::NO_CONTENT));
+            }
+            BmcSetupResult::Failed { error } => {
+                warn!(server = %name, %error, "in-band BMC setup failed");
+                self.event(
+                    &server,
+                    EventType::Warning,
+                    "BMCSetupFailed",
+                    "SetUpBMC",
+                    format!("the agent could not set up a BMC user: {error}; set spec.bmc by hand, or fix the BMC and boot the server into discovery again"),
+                );
+                return Ok(empty(StatusCode::NO_CONTENT));
+            }
+            BmcSetupResult::Configured {
+                endpoint,
+                port,
+                user,
+                password,
+                user_id,
+                channel,
+            } => (endpoint, port, user, password, user_id, channel),
+        };
+        let invalid =
+            |message: String| Err(Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, message));
+        if endpoint.parse::<std::net::IpAddr>().is_err() {
+            return invalid(format!("endpoint {endpoint:?} is not an IP address"));
+        }
+        if port == 0 {
+            return invalid("port 0 is not a BMC port".into());
+        }
+        if user.is_empty() || user.len() > 16 || password.is_empty() || password.len() > 20 {
+            return invalid("IPMI user names have 1 to 16 bytes and passwords 1 to 20".into());
+        }
+        if server.spec.bmc.is_some() {
+            self.event(
+                &server,
+                EventType::Normal,
+                "BMCSetupIgnored",
+                "SetUpBMC",
+                format!("spec.bmc is already set; the BMC user {user:?} the agent created (ID {user_id}) is not used"),
+            );
+            return Ok(empty(StatusCode::NO_CONTENT));
+        }
+        let secret_name = format!("{name}-bmc");
+        self.write_bmc_secret(&server, &secret_name, &user, &password)
+            .await?;
+        let bmc = Bmc {
+            endpoint: endpoint.clone(),
+            port: Some(u32::from(port)),
+            user: None,
+            user_from: Some(secret_reference(&secret_name, BMC_SECRET_USER_KEY)),
+            pass: None,
+            pass_from: Some(secret_reference(&secret_name, BMC_SECRET_PASS_KEY)),
+            interface: Some("lanplus".into()),
+        };
+        let Some(written) = self.set_bmc_if_empty(name, bmc).await? else {
+            self.event(
+                &server,
+                EventType::Normal,
+                "BMCSetupIgnored",
+                "SetUpBMC",
+                format!("spec.bmc was set while the agent created BMC user {user:?} (ID {user_id}); it is not used"),
+            );
+            return Ok(empty(StatusCode::NO_CONTENT));
+        };
+        info!(server = %name, %endpoint, port, user_id, channel, "BMC user set up by the agent");
+        self.event(
+            &written,
+            EventType::Normal,
+            "BMCConfigured",
+            "SetUpBMC",
+            format!("the agent created BMC user {user:?} (ID {user_id}, administrator on LAN channel {channel}) on {endpoint}:{port}; credentials in Secret {BMC_SECRET_NAMESPACE}/{secret_name}"),
+        );
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// Creates or replaces the Secret with the agent's BMC credentials, owned by the Server so
+    /// that deleting the Server deletes it.
+    async fn write_bmc_secret(
+        &self,
+        server: &Server,
+        secret_name: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<(), Refusal> {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+        let owner = OwnerReference {
+            api_version: "metal.sidero.dev/v1alpha2".into(),
+            kind: "Server".into(),
+            name: server.name_any(),
+            uid: server.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(secret_name.to_owned()),
+                namespace: Some(BMC_SECRET_NAMESPACE.into()),
+                labels: Some(
+                    [
+                        (CLUSTERCTL_MOVE_LABEL.to_owned(), String::new()),
+                        (BMC_SECRET_SERVER_LABEL.to_owned(), server.name_any()),
+                    ]
+                    .into(),
+                ),
+                owner_references: Some(vec![owner]),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                [
+                    (
+                        BMC_SECRET_USER_KEY.to_owned(),
+                        ByteString(user.as_bytes().to_vec()),
+                    ),
+                    (
+                        BMC_SECRET_PASS_KEY.to_owned(),
+                        ByteString(password.as_bytes().to_vec()),
+                    ),
+                ]
+                .into(),
+            ),
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        };
+        match self.secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                // A Secret from an earlier setup: the password was just changed on the BMC.
+                let mut existing = self
+                    .secrets
+                    .get(secret_name)
+                    .await
+                    .map_err(|e| Refusal::kube("read the BMC Secret", &e))?;
+                existing.data = secret.data;
+                existing.metadata.owner_references = secret.metadata.owner_references;
+                existing.metadata.labels = secret.metadata.labels;
+                self.secrets
+                    .replace(secret_name, &PostParams::default(), &existing)
+                    .await
+                    .map_err(|e| Refusal::kube("update the BMC Secret", &e))?;
+                Ok(())
+            }
+            Err(error) => Err(Refusal::kube("create the BMC Secret", &error)),
+        }
+    }
+
+    /// Sets `spec.bmc` only while it is empty: read, check, replace with the read version,
+    /// and read again on a conflict. `None` when it was set meanwhile.
+    async fn set_bmc_if_empty(&self, name: &str, bmc: Bmc) -> Result<Option<Server>, Refusal> {
+        for _ in 0..5 {
+            let mut server = self
+                .servers
+                .get_opt(name)
+                .await
+                .map_err(|e| Refusal::kube("read the Server", &e))?
+                .ok_or_else(|| no_server(name))?;
+            if server.spec.bmc.is_some() {
+                return Ok(None);
+            }
+            server.spec.bmc = Some(bmc.clone());
+            match self
+                .servers
+                .replace(name, &PostParams::default(), &server)
+                .await
+            {
+                Ok(written) => return Ok(Some(written)),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(error) => return Err(Refusal::kube("set spec.bmc", &error)),
+            }
+        }
+        Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Server {name} kept changing while spec.bmc was set; retry"),
+        ))
+    }
+
     fn heartbeat(&self, name: &str, beat: Heartbeat) -> Handled {
         validate_boot_id(&beat.boot_id)?;
         if beat.phase.len() > 64 {
@@ -1025,6 +1248,17 @@ fn validate_name(name: &str) -> Result<(), Refusal> {
             StatusCode::BAD_REQUEST,
             format!("{name:?} is not a Server name; use the name the registration returned"),
         ))
+    }
+}
+
+/// A `userFrom`/`passFrom` reference to one key of a BMC Secret.
+fn secret_reference(secret: &str, key: &str) -> CredentialSource {
+    CredentialSource {
+        secret_key_ref: Some(SecretKeyRef {
+            namespace: BMC_SECRET_NAMESPACE.into(),
+            name: secret.to_owned(),
+            key: key.to_owned(),
+        }),
     }
 }
 
