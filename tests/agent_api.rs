@@ -189,12 +189,19 @@ async fn a_bmc_report_fills_an_empty_spec_bmc_from_a_secret_owned_by_the_server(
     let client = ApplianceClient::new(&appliance.boot_url()).expect("boot URL");
     let machine = registration(Some(UUID), &["52:54:00:00:00:01"], &["vda"]);
     let registered = client.register(&machine).await.expect("registration");
+    let password = registered
+        .bmc_setup
+        .as_ref()
+        .expect("a Server without spec.bmc asks for the setup")
+        .password
+        .clone();
+    assert_eq!(password.len(), 16);
     assert!(
-        registered.setup_bmc,
-        "a Server without spec.bmc asks for the setup"
+        password.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{password}"
     );
 
-    let report = configured(&machine.boot_id, "AbCdEfGh23456789");
+    let report = configured(&machine.boot_id, &password);
     client
         .report(NAME, "bmc", &report)
         .await
@@ -217,16 +224,16 @@ async fn a_bmc_report_fills_an_empty_spec_bmc_from_a_secret_owned_by_the_server(
     let secret = secrets.get(&secret_name).await.expect("the BMC Secret");
     let data = secret.data.clone().expect("data");
     assert_eq!(data["user"].0, b"siderite");
-    assert_eq!(data["pass"].0, b"AbCdEfGh23456789");
+    assert_eq!(data["pass"].0, password.as_bytes());
     let owner = &secret.metadata.owner_references.clone().expect("owner")[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Server", NAME));
     assert_eq!(Some(&owner.uid), written.metadata.uid.as_ref());
     // The appliance's log never shows the password.
-    assert!(!appliance.log_text().contains("AbCdEfGh23456789"));
+    assert!(!appliance.log_text().contains(&password));
 
     // The next boot is not asked again, and a late report changes nothing.
     let again = client.register(&machine).await.expect("registration");
-    assert!(!again.setup_bmc, "spec.bmc is set now");
+    assert!(again.bmc_setup.is_none(), "spec.bmc is set now");
     client
         .report(
             NAME,
@@ -237,7 +244,7 @@ async fn a_bmc_report_fills_an_empty_spec_bmc_from_a_secret_owned_by_the_server(
         .expect("report taken and ignored");
     assert_eq!(server(&appliance, NAME).await.spec.bmc, written.spec.bmc);
     let secret = secrets.get(&secret_name).await.expect("the BMC Secret");
-    assert_eq!(secret.data.expect("data")["pass"].0, b"AbCdEfGh23456789");
+    assert_eq!(secret.data.expect("data")["pass"].0, password.as_bytes());
     eventually(5, "BMCConfigured and BMCSetupIgnored events", || {
         let events = appliance.kubectl_ok(&["get", "events", "-A", "-o", "json"]);
         (events.contains("\"BMCConfigured\"") && events.contains("\"BMCSetupIgnored\""))
@@ -263,7 +270,7 @@ async fn with_auto_bmc_setup_off_agents_are_not_asked_and_bmc_reports_are_refuse
     let client = ApplianceClient::new(&appliance.boot_url()).expect("boot URL");
     let machine = registration(Some(UUID), &["52:54:00:00:00:01"], &["vda"]);
     let registered = client.register(&machine).await.expect("registration");
-    assert!(!registered.setup_bmc);
+    assert!(registered.bmc_setup.is_none());
     let error = client
         .report(
             NAME,

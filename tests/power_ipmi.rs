@@ -428,3 +428,139 @@ fn an_address_nobody_answers_on_times_out_within_the_policy_bound() {
         "{took:?} > {worst_case:?}"
     );
 }
+
+/// The Server as kubectl shows it, when it exists.
+fn server_json(lab: &Lab, name: &str) -> Option<serde_json::Value> {
+    let kubeconfig = lab.dir.path().join("state/kubeconfig");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.app, "kubectl"])
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["get", "server", name, "-o", "json"])
+        .output()
+        .expect("kubectl runs");
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("Server JSON"))
+}
+
+fn secret_value(lab: &Lab, name: &str, key: &str) -> String {
+    let encoded = lab.kubectl(&[
+        "get",
+        "secret",
+        "-n",
+        "default",
+        name,
+        "-o",
+        &format!("jsonpath={{.data.{key}}}"),
+    ]);
+    let out = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(encoded.trim().as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("base64 runs");
+    String::from_utf8(out.stdout).expect("UTF-8 credentials")
+}
+
+#[test]
+fn the_discovery_agent_sets_up_a_bmc_user_in_band_that_both_clients_log_in_with() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let uuid = "7c3a4f2e-1b5d-4e6f-8a9b-0c1d2e3f4a5b";
+    let mut lab = Lab::with(Options {
+        discovery_image: true,
+        ..Options::default()
+    });
+    let tap = lab.add_tap();
+    let bmc = SimBmc::start(
+        &mut lab,
+        SimBmcConfig {
+            address: BMC_ADDRESS,
+            user: USER,
+            password: PASSWORD,
+            machine: vec![
+                "-m".into(),
+                "512".into(),
+                "-uuid".into(),
+                uuid.into(),
+                "-netdev".into(),
+                format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0,mac=52:54:00:77:aa:02".into(),
+            ],
+        },
+    );
+    // The operator's first power-on: through the BMC, into the network boot.
+    act(&lab, &["pxe-once"]);
+    act(&lab, &["on"]);
+    let started = Instant::now();
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let server = loop {
+        if let Some(server) = server_json(&lab, uuid)
+            && !server["spec"]["bmc"].is_null()
+        {
+            break server;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spec.bmc was never filled; VM console:\n{}",
+            lab::tail(&bmc.console(1), 3000)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("spec.bmc filled {:?} after power on", started.elapsed());
+    let spec = &server["spec"]["bmc"];
+    assert_eq!(spec["endpoint"], BMC_ADDRESS, "{spec}");
+    assert_eq!(spec["port"], 623);
+    assert_eq!(spec["interface"], "lanplus");
+    let secret = format!("{uuid}-bmc");
+    assert_eq!(spec["userFrom"]["secretKeyRef"]["name"], secret.as_str());
+    assert_eq!(spec["passFrom"]["secretKeyRef"]["key"], "pass");
+    let user = secret_value(&lab, &secret, "user");
+    let password = secret_value(&lab, &secret, "pass");
+    assert_eq!(user, "siderite");
+    assert_eq!(password.len(), 16);
+    assert_ne!(password, PASSWORD);
+    assert!(
+        bmc.console(1).contains("BMC user set up"),
+        "the agent says so on its console"
+    );
+    assert!(
+        !bmc.console(1).contains(&password),
+        "the password is never logged"
+    );
+
+    // The appliance's client and ipmitool log in as the new user and see the machine on.
+    let out = siderite_power(
+        &lab,
+        &password,
+        &["status", "--ipmi", BMC_ADDRESS, "--user", &user],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "on");
+    let theirs = ipmitool(&lab, "3", &user, &password, &["chassis", "power", "status"]);
+    assert!(theirs.status.success(), "{}", text(&theirs));
+    assert_eq!(
+        String::from_utf8_lossy(&theirs.stdout).trim(),
+        "Chassis Power is on"
+    );
+    // Administrator privilege: the new user may power the machine off.
+    let out = siderite_power(
+        &lab,
+        &password,
+        &["off", "--ipmi", BMC_ADDRESS, "--user", &user],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for_vm(&bmc, false);
+    let events = lab.kubectl(&["get", "events", "-A"]);
+    assert!(events.contains("BMCConfigured"), "{events}");
+}

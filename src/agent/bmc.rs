@@ -1,8 +1,8 @@
 //! Automatic BMC setup from inside the machine, over the in-band IPMI interface `/dev/ipmi0`
 //! (ipmi_si drives the KCS/BT/SMIC hardware, ipmi_devintf gives the device): find the LAN
-//! channel, read the BMC's IP address, create or reuse the user `siderite` with a random
-//! password and administrator privilege on that channel, and hand back what the appliance
-//! needs to reach the BMC over the LAN. The commands are `power::ipmi::command`'s, the same
+//! channel, read the BMC's IP address, create or reuse the user `siderite` with the password
+//! the appliance chose and administrator privilege on that channel, and hand back what the
+//! appliance needs to reach the BMC over the LAN. The commands are `power::ipmi::command`'s, the same
 //! encoding the LAN client uses; only the transport differs.
 
 use std::fs::File;
@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use tracing::debug;
 
 use crate::power::ipmi::command::{
     self, CommandError, CompletionCode, PasswordOperation, Request, Response,
@@ -23,12 +23,6 @@ use crate::power::ipmi::wire::Privilege;
 pub const USER_NAME: &str = "siderite";
 /// The in-band interface ipmi_devintf creates for the first BMC.
 pub const DEVICE: &str = "/dev/ipmi0";
-/// Characters of generated passwords: accepted by every BMC's password rules seen so far,
-/// and typeable.
-const PASSWORD_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-/// 16 characters: some BMCs keep only 16 bytes even of a 20-byte password (ipmi_sim does,
-/// lanserv/bmc_app.c), so a longer one would not log in. 16 of 57 symbols is 93 bits.
-const PASSWORD_LEN: usize = 16;
 /// How long one in-band command may take (the BMC answers KCS requests in milliseconds).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for `/dev/ipmi0` once ipmi_si is loaded (it probes the interface first).
@@ -78,14 +72,6 @@ pub enum SetupError {
 /// One request, one response, in-band.
 pub trait Transport {
     fn call(&mut self, request: &Request) -> Result<Response, SetupError>;
-}
-
-/// A random password of [`PASSWORD_LEN`] characters from [`PASSWORD_ALPHABET`].
-pub fn random_password() -> String {
-    let mut rng = rand::rng();
-    (0..PASSWORD_LEN)
-        .map(|_| PASSWORD_ALPHABET[rng.random_range(0..PASSWORD_ALPHABET.len())] as char)
-        .collect()
 }
 
 /// Sets the `siderite` user up with `password`; see the module documentation.
@@ -349,6 +335,12 @@ impl Transport for Device {
                 continue;
             }
             let len = (received.msg.data_len as usize).min(answer.len());
+            debug!(
+                netfn = request.netfn,
+                cmd = request.cmd,
+                completion_code = answer.first().copied(),
+                "in-band IPMI answer"
+            );
             let Some((&completion_code, data)) = answer[..len].split_first() else {
                 return Err(CommandError::Short {
                     command: "in-band response",
@@ -508,14 +500,6 @@ mod tests {
             set_up(&mut no_lan, "p"),
             Err(SetupError::NoLanChannel)
         ));
-    }
-
-    #[test]
-    fn random_passwords_are_16_unambiguous_characters() {
-        let a = random_password();
-        assert_eq!(a.len(), 16);
-        assert!(a.bytes().all(|b| PASSWORD_ALPHABET.contains(&b)));
-        assert_ne!(a, random_password());
     }
 
     #[test]

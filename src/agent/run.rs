@@ -283,8 +283,8 @@ async fn follow(
         register_ms = ms(registering.elapsed()),
         "time to registration"
     );
-    if registered.setup_bmc {
-        set_up_bmc(client, &server, &boot_id).await;
+    if let Some(setup) = &registered.bmc_setup {
+        set_up_bmc(client, &server, &boot_id, &setup.password).await;
     }
     loop {
         ship_logs(client, &server, &boot_id, console).await;
@@ -357,12 +357,13 @@ async fn register(client: &ApplianceClient, registration: &Registration) -> Regi
     }
 }
 
-/// Sets up the `siderite` BMC user over `/dev/ipmi0` (the appliance asked: automatic setup
-/// is on and the Server has no `spec.bmc`) and reports the outcome, which carries the
-/// password: it is never logged.
-async fn set_up_bmc(client: &ApplianceClient, server: &str, boot_id: &str) {
+/// Sets up the `siderite` BMC user over `/dev/ipmi0` with the appliance's password (the
+/// appliance asked: automatic setup is on and the Server has no `spec.bmc`) and reports the
+/// outcome, which carries the password: it is never logged.
+async fn set_up_bmc(client: &ApplianceClient, server: &str, boot_id: &str, password: &str) {
     info!("setting up the BMC in-band");
-    let result = tokio::task::spawn_blocking(|| {
+    let password = password.to_owned();
+    let result = tokio::task::spawn_blocking(move || {
         let mut device = match bmc::Device::open(Path::new("/sys"), Path::new(bmc::DEVICE)) {
             Ok(Some(device)) => device,
             Ok(None) => return BmcSetupResult::NoBmc,
@@ -372,7 +373,7 @@ async fn set_up_bmc(client: &ApplianceClient, server: &str, boot_id: &str) {
                 };
             }
         };
-        match bmc::set_up(&mut device, &bmc::random_password()) {
+        match bmc::set_up(&mut device, &password) {
             Ok(access) => BmcSetupResult::Configured {
                 endpoint: access.address.to_string(),
                 port: access.port,

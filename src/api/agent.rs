@@ -53,12 +53,28 @@ pub struct Registered {
     pub identity_fallback: Option<String>,
     /// Create the `siderite` BMC user over in-band IPMI and report it (`bmc`): asked while
     /// automatic BMC setup is on (`--auto-bmc-setup`) and the Server has no `spec.bmc`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub setup_bmc: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc_setup: Option<BmcSetup>,
+}
+
+/// How to set up the BMC user. The appliance chooses the password: a freshly booted machine
+/// may have no entropy for minutes (no RDRAND or hardware RNG, as under QEMU TCG), and a
+/// password must not come from a guessable source.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BmcSetup {
+    pub password: String,
+}
+
+impl std::fmt::Debug for BmcSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BmcSetup { .. }")
+    }
 }
 
 /// `POST /agent/v1/servers/{name}/bmc`: the outcome of the in-band BMC setup the appliance
-/// asked for in [`Registered::setup_bmc`]. Carries a password: never log the body.
+/// asked for in [`Registered::bmc_setup`]. Carries the password back (the appliance keeps no
+/// state between the two): never log the body.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BmcReport {
@@ -404,8 +420,13 @@ mod tests {
         assert_eq!(none, BmcSetupResult::NoBmc);
         let registered: Registered =
             serde_json::from_str(r#"{"server":"s","created":true,"accepted":false}"#)
-                .expect("older answers lack setupBmc");
-        assert!(!registered.setup_bmc);
+                .expect("answers without bmcSetup");
+        assert!(registered.bmc_setup.is_none());
+        let asked: Registered = serde_json::from_str(
+            r#"{"server":"s","created":true,"accepted":false,"bmcSetup":{"password":"pw"}}"#,
+        )
+        .expect("answers with bmcSetup");
+        assert!(!format!("{asked:?}").contains("pw\""), "{asked:?}");
     }
 
     #[test]

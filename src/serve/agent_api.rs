@@ -378,7 +378,11 @@ impl AgentApi {
                 created,
                 accepted: written.spec.accepted,
                 identity_fallback: identity.fallback,
-                setup_bmc: self.config.auto_bmc_setup && written.spec.bmc.is_none(),
+                bmc_setup: (self.config.auto_bmc_setup && written.spec.bmc.is_none()).then(|| {
+                    agent::BmcSetup {
+                        password: bmc_password(),
+                    }
+                }),
             },
         ))
     }
@@ -1249,6 +1253,22 @@ fn validate_name(name: &str) -> Result<(), Refusal> {
             format!("{name:?} is not a Server name; use the name the registration returned"),
         ))
     }
+}
+
+/// Characters of the BMC passwords the appliance chooses: accepted by the password rules of
+/// the BMCs seen so far, and unambiguous when typed (no 0/O, 1/l/I).
+const BMC_PASSWORD_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+/// 16 characters (93 bits): some BMCs keep only 16 bytes even of a 20-byte password
+/// (ipmi_sim does, lanserv/bmc_app.c), so a longer one would not log in.
+const BMC_PASSWORD_LEN: usize = 16;
+
+/// A new password for an agent's BMC user, from the operating system's random source.
+fn bmc_password() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..BMC_PASSWORD_LEN)
+        .map(|_| BMC_PASSWORD_ALPHABET[rng.random_range(0..BMC_PASSWORD_ALPHABET.len())] as char)
+        .collect()
 }
 
 /// A `userFrom`/`passFrom` reference to one key of a BMC Secret.

@@ -270,7 +270,7 @@ pub fn encrypt(keys: &Keys, iv: &[u8; AES_BLOCK], plaintext: &[u8]) -> Vec<u8> {
 
 /// Decrypts an IPMI payload produced by [`encrypt`] and checks its confidentiality trailer.
 pub fn decrypt(keys: &Keys, payload: &[u8]) -> Result<Vec<u8>, CryptError> {
-    if payload.len() < 2 * AES_BLOCK || payload.len() % AES_BLOCK != 0 {
+    if payload.len() < 2 * AES_BLOCK || !payload.len().is_multiple_of(AES_BLOCK) {
         return Err(CryptError::Length(payload.len()));
     }
     let (iv, ciphertext) = payload.split_at(AES_BLOCK);

@@ -280,13 +280,16 @@ pub fn decode_datagram(bytes: &[u8], auth_code_len: usize) -> Result<Datagram<'_
     })
 }
 
+/// Computes the AuthCode of an authenticated datagram from the bytes it covers.
+pub type Signer<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+
 /// Encodes one datagram. With `sign`, the datagram is authenticated: the integrity trailer is
 /// added and `sign` computes the AuthCode over the covered bytes. Payloads are at most 65535
 /// bytes (callers never come close: an IPMI message is at most a few hundred).
 pub fn encode_datagram(
     header: &Header,
     payload: &[u8],
-    sign: Option<&dyn Fn(&[u8]) -> Vec<u8>>,
+    sign: Option<Signer<'_>>,
 ) -> Vec<u8> {
     let mut type_byte = header.payload_type.code();
     if header.encrypted {
