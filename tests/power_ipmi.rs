@@ -34,29 +34,46 @@ fn lab_without_appliance() -> Lab {
     })
 }
 
-/// A BMC whose machine boots a disk that prints [`DISK_BOOT_MARKER`], or its NIC's iPXE.
-fn bmc_with_vm(lab: &mut Lab) -> SimBmc {
-    let tap = lab.add_tap();
-    let disk = lab.dir.path().join("boot-disk.img");
-    boot_disk(&disk);
+/// The test BMC (admin account [`USER`]) of a machine with these QEMU arguments.
+fn sim_bmc(lab: &mut Lab, machine: Vec<String>) -> SimBmc {
     SimBmc::start(
         lab,
         SimBmcConfig {
             address: BMC_ADDRESS,
             user: USER,
             password: PASSWORD,
-            machine: vec![
-                "-m".into(),
-                "256".into(),
-                "-netdev".into(),
-                format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-                "-device".into(),
-                "virtio-net-pci,netdev=n0,mac=52:54:00:77:aa:01".into(),
-                "-drive".into(),
-                format!("file={},format=raw,if=virtio", disk.display()),
-            ],
+            machine,
         },
     )
+}
+
+/// A machine on the lab bridge with this MAC and these further QEMU arguments.
+fn machine(lab: &mut Lab, mac: &str, memory_mib: u32, extra: &[String]) -> Vec<String> {
+    let tap = lab.add_tap();
+    let mut args = vec![
+        "-m".into(),
+        memory_mib.to_string(),
+        "-netdev".into(),
+        format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=n0,mac={mac}"),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A BMC whose machine boots a disk that prints [`DISK_BOOT_MARKER`], or its NIC's iPXE.
+fn bmc_with_vm(lab: &mut Lab) -> SimBmc {
+    let disk = lab.dir.path().join("boot-disk.img");
+    boot_disk(&disk);
+    let drive = format!("file={},format=raw,if=virtio", disk.display());
+    let machine = machine(lab, "52:54:00:77:aa:01", 256, &["-drive".into(), drive]);
+    sim_bmc(lab, machine)
+}
+
+/// A BMC whose machine is never powered on: enough for sessions and errors.
+fn bmc_without_vm(lab: &mut Lab) -> SimBmc {
+    sim_bmc(lab, Vec::new())
 }
 
 /// `siderite power <args>` in the appliance's namespace, as the appliance would reach the BMC.
@@ -76,27 +93,25 @@ fn siderite_power(lab: &Lab, password: &str, args: &[&str]) -> Output {
         .expect("siderite runs")
 }
 
-fn status(lab: &Lab, extra: &[&str]) -> String {
-    let mut args = vec!["status", "--ipmi", BMC_ADDRESS, "--user", USER];
-    args.extend_from_slice(extra);
-    let out = siderite_power(lab, PASSWORD, &args);
-    assert!(
-        out.status.success(),
-        "siderite power status: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn act(lab: &Lab, verb: &[&str]) {
+/// `siderite power <verb…> --ipmi <BMC> --user <user>` that must succeed; its output.
+fn power_as(lab: &Lab, user: &str, password: &str, verb: &[&str]) -> String {
     let mut args = verb.to_vec();
-    args.extend_from_slice(&["--ipmi", BMC_ADDRESS, "--user", USER]);
-    let out = siderite_power(lab, PASSWORD, &args);
+    args.extend_from_slice(&["--ipmi", BMC_ADDRESS, "--user", user]);
+    let out = siderite_power(lab, password, &args);
     assert!(
         out.status.success(),
         "siderite power {verb:?}: {}",
         text(&out)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn status(lab: &Lab, extra: &[&str]) -> String {
+    power_as(lab, USER, PASSWORD, &[&["status"], extra].concat())
+}
+
+fn act(lab: &Lab, verb: &[&str]) {
+    power_as(lab, USER, PASSWORD, verb);
 }
 
 /// `ipmitool -I lanplus` from the appliance's namespace.
@@ -120,6 +135,12 @@ fn ipmitool_power(lab: &Lab) -> String {
         .to_owned()
 }
 
+/// The command failed, saying `expected`.
+fn fails_with(out: &Output, expected: &str) {
+    assert!(!out.status.success(), "should have failed: {}", text(out));
+    assert!(text(out).contains(expected), "{}", text(out));
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -136,6 +157,31 @@ fn wait_for_vm(bmc: &SimBmc, running: bool) {
             Instant::now() < deadline,
             "the VM process should be {}:\n{}",
             if running { "running" } else { "gone" },
+            bmc.chassis_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// ipmitool reads the boot device ipmi_sim keeps (Get System Boot Options, parameter 5).
+fn assert_boot_device_is_pxe(lab: &Lab) {
+    let flags = ipmitool(
+        lab,
+        "3",
+        USER,
+        PASSWORD,
+        &["chassis", "bootparam", "get", "5"],
+    );
+    assert!(text(&flags).contains("Force PXE"), "{}", text(&flags));
+}
+
+/// Waits until the machine was started `n` times in all, and runs.
+fn wait_for_boots(bmc: &SimBmc, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bmc.boots() < n || bmc.vm_pid().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no start number {n}:\n{}",
             bmc.chassis_log()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -178,15 +224,7 @@ fn power_on_off_cycle_and_reset_start_and_stop_the_vm_and_ipmitool_agrees() {
 
     // Cycle: off, then ipmi_sim powers on again a second later: a third start.
     act(&lab, &["cycle"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bmc.boots() < 3 || bmc.vm_pid().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no new start after the cycle:\n{}",
-            bmc.chassis_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_boots(&bmc, 3);
     assert_ne!(bmc.vm_pid(), second, "the cycle replaced the VM process");
     bmc.wait_for_console(3, DISK_BOOT_MARKER, Duration::from_secs(60));
     both_say(&lab, "on");
@@ -217,15 +255,7 @@ fn pxe_once_makes_only_the_next_boot_a_network_boot() {
     let bmc = bmc_with_vm(&mut lab);
 
     act(&lab, &["pxe-once"]);
-    // ipmi_sim reports the boot device it keeps (Get System Boot Options, parameter 5).
-    let flags = ipmitool(
-        &lab,
-        "3",
-        USER,
-        PASSWORD,
-        &["chassis", "bootparam", "get", "5"],
-    );
-    assert!(text(&flags).contains("Force PXE"), "{}", text(&flags));
+    assert_boot_device_is_pxe(&lab);
 
     act(&lab, &["on"]);
     wait_for_vm(&bmc, true);
@@ -244,15 +274,7 @@ fn pxe_once_makes_only_the_next_boot_a_network_boot() {
 
     // The flag was for one boot: a cycle boots the disk again.
     act(&lab, &["cycle"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bmc.boots() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "no new start after the cycle:\n{}",
-            bmc.chassis_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_boots(&bmc, 2);
     bmc.wait_for_console(2, DISK_BOOT_MARKER, Duration::from_secs(60));
     assert!(!bmc.console(2).contains(NETWORK_BOOT), "{}", bmc.console(2));
     act(&lab, &["off"]);
@@ -260,28 +282,13 @@ fn pxe_once_makes_only_the_next_boot_a_network_boot() {
     // UEFI mode goes through the same BMC path (ipmi_sim keeps only the device, not the EFI
     // bit: the bytes are checked against ipmitool's in the unit tests).
     act(&lab, &["pxe-once", "--uefi"]);
-    let flags = ipmitool(
-        &lab,
-        "3",
-        USER,
-        PASSWORD,
-        &["chassis", "bootparam", "get", "5"],
-    );
-    assert!(text(&flags).contains("Force PXE"), "{}", text(&flags));
+    assert_boot_device_is_pxe(&lab);
 }
 
 #[test]
 fn a_wrong_password_or_user_is_an_authentication_error_that_is_not_retried() {
     let mut lab = lab_without_appliance();
-    let _bmc = SimBmc::start(
-        &mut lab,
-        SimBmcConfig {
-            address: BMC_ADDRESS,
-            user: USER,
-            password: PASSWORD,
-            machine: Vec::new(),
-        },
-    );
+    let _bmc = bmc_without_vm(&mut lab);
     // A retry would wait 3 s first: the error must come sooner.
     let started = Instant::now();
     let out = siderite_power(
@@ -302,13 +309,11 @@ fn a_wrong_password_or_user_is_an_authentication_error_that_is_not_retried() {
         "retried: {:?}",
         started.elapsed()
     );
-    assert!(!out.status.success());
-    let error = text(&out);
-    assert!(
-        error.contains(&format!(
+    fails_with(
+        &out,
+        &format!(
             "BMC ipmi {BMC_ADDRESS}:623: could not read the power state: authentication failed: RAKP message 2 does not verify with the configured password: the password of user \"admin\" is wrong"
-        )),
-        "{error}"
+        ),
     );
     // ipmitool fails the same way.
     let theirs = ipmitool(
@@ -318,38 +323,23 @@ fn a_wrong_password_or_user_is_an_authentication_error_that_is_not_retried() {
         "not-the-password",
         &["-v", "chassis", "power", "status"],
     );
-    assert!(!theirs.status.success());
-    assert!(
-        text(&theirs).contains("RAKP 2 HMAC is invalid"),
-        "{}",
-        text(&theirs)
-    );
+    fails_with(&theirs, "RAKP 2 HMAC is invalid");
 
     let out = siderite_power(
         &lab,
         PASSWORD,
         &["status", "--ipmi", BMC_ADDRESS, "--user", "nobody"],
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("authentication failed: RAKP message 2: the BMC refused with status 0x0d, unauthorized name"),
-        "{}",
-        text(&out)
+    fails_with(
+        &out,
+        "authentication failed: RAKP message 2: the BMC refused with status 0x0d, unauthorized name",
     );
 }
 
 #[test]
 fn ipmi_sim_offers_suite_3_not_17_and_both_clients_agree() {
     let mut lab = lab_without_appliance();
-    let _bmc = SimBmc::start(
-        &mut lab,
-        SimBmcConfig {
-            address: BMC_ADDRESS,
-            user: USER,
-            password: PASSWORD,
-            machine: Vec::new(),
-        },
-    );
+    let _bmc = bmc_without_vm(&mut lab);
     assert_eq!(status(&lab, &["--cipher-suite", "3"]), "off");
     // auto tries 17 first and falls back to 3.
     assert_eq!(status(&lab, &["--cipher-suite", "auto"]), "off");
@@ -366,23 +356,12 @@ fn ipmi_sim_offers_suite_3_not_17_and_both_clients_agree() {
             "17",
         ],
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("not supported: the BMC does not offer cipher suite 17 (Open Session Response: the BMC refused with status 0x04, invalid authentication algorithm)"),
-        "{}",
-        text(&out)
+    fails_with(
+        &out,
+        "not supported: the BMC does not offer cipher suite 17 (Open Session Response: the BMC refused with status 0x04, invalid authentication algorithm)",
     );
     let theirs = ipmitool(&lab, "17", USER, PASSWORD, &["chassis", "power", "status"]);
-    assert!(
-        !theirs.status.success(),
-        "ipmitool -C 17 must fail too: {}",
-        text(&theirs)
-    );
-    assert!(
-        text(&theirs).contains("invalid authentication algorithm"),
-        "{}",
-        text(&theirs)
-    );
+    fails_with(&theirs, "invalid authentication algorithm");
 }
 
 #[test]
@@ -410,13 +389,9 @@ fn an_address_nobody_answers_on_times_out_within_the_policy_bound() {
         ],
     );
     let took = started.elapsed();
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains(
-            "BMC ipmi 10.77.0.251:623: could not read the power state: no answer within 1s"
-        ),
-        "{}",
-        text(&out)
+    fails_with(
+        &out,
+        "BMC ipmi 10.77.0.251:623: could not read the power state: no answer within 1s",
     );
     assert!(
         took >= Duration::from_secs_f64(timeout * attempts as f64),
@@ -479,25 +454,13 @@ fn the_discovery_agent_sets_up_a_bmc_user_in_band_that_both_clients_log_in_with(
         discovery_image: true,
         ..Options::default()
     });
-    let tap = lab.add_tap();
-    let bmc = SimBmc::start(
+    let machine = machine(
         &mut lab,
-        SimBmcConfig {
-            address: BMC_ADDRESS,
-            user: USER,
-            password: PASSWORD,
-            machine: vec![
-                "-m".into(),
-                "512".into(),
-                "-uuid".into(),
-                uuid.into(),
-                "-netdev".into(),
-                format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-                "-device".into(),
-                "virtio-net-pci,netdev=n0,mac=52:54:00:77:aa:02".into(),
-            ],
-        },
+        "52:54:00:77:aa:02",
+        512,
+        &["-uuid".into(), uuid.into()],
     );
+    let bmc = sim_bmc(&mut lab, machine);
     // The operator's first power-on: through the BMC, into the network boot.
     act(&lab, &["pxe-once"]);
     act(&lab, &["on"]);
@@ -540,13 +503,7 @@ fn the_discovery_agent_sets_up_a_bmc_user_in_band_that_both_clients_log_in_with(
     );
 
     // The appliance's client and ipmitool log in as the new user and see the machine on.
-    let out = siderite_power(
-        &lab,
-        &password,
-        &["status", "--ipmi", BMC_ADDRESS, "--user", &user],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "on");
+    assert_eq!(power_as(&lab, &user, &password, &["status"]), "on");
     let theirs = ipmitool(&lab, "3", &user, &password, &["chassis", "power", "status"]);
     assert!(theirs.status.success(), "{}", text(&theirs));
     assert_eq!(
@@ -554,12 +511,7 @@ fn the_discovery_agent_sets_up_a_bmc_user_in_band_that_both_clients_log_in_with(
         "Chassis Power is on"
     );
     // Administrator privilege: the new user may power the machine off.
-    let out = siderite_power(
-        &lab,
-        &password,
-        &["off", "--ipmi", BMC_ADDRESS, "--user", &user],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    power_as(&lab, &user, &password, &["off"]);
     wait_for_vm(&bmc, false);
     let events = lab.kubectl(&["get", "events", "-A"]);
     assert!(events.contains("BMCConfigured"), "{events}");

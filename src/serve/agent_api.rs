@@ -741,12 +741,7 @@ impl AgentApi {
 
     async fn wiped(&self, name: &str, report: WipeReport) -> Handled {
         validate_boot_id(&report.boot_id)?;
-        let server = self
-            .servers
-            .get_opt(name)
-            .await
-            .map_err(|e| Refusal::kube("read the Server", &e))?
-            .ok_or_else(|| no_server(name))?;
+        let server = self.existing_server(name).await?;
         let inventory = server
             .spec
             .hardware
@@ -875,12 +870,7 @@ impl AgentApi {
                 "automatic BMC setup is off (siderite serve --auto-bmc-setup=false); the report was not used",
             ));
         }
-        let server = self
-            .servers
-            .get_opt(name)
-            .await
-            .map_err(|e| Refusal::kube("read the Server", &e))?
-            .ok_or_else(|| no_server(name))?;
+        let server = self.existing_server(name).await?;
         let (endpoint, port, user, password, user_id, channel) = match report.result {
             BmcSetupResult::NoBmc => {
                 info!(server = %name, "no in-band BMC");
@@ -967,6 +957,15 @@ impl AgentApi {
         Ok(empty(StatusCode::NO_CONTENT))
     }
 
+    /// The Server `name`, or 404 when there is none.
+    async fn existing_server(&self, name: &str) -> Result<Server, Refusal> {
+        self.servers
+            .get_opt(name)
+            .await
+            .map_err(|e| Refusal::kube("read the Server", &e))?
+            .ok_or_else(|| no_server(name))
+    }
+
     /// Creates or replaces the Secret with the agent's BMC credentials, owned by the Server so
     /// that deleting the Server deletes it.
     async fn write_bmc_secret(
@@ -1043,12 +1042,7 @@ impl AgentApi {
     /// and read again on a conflict. `None` when it was set meanwhile.
     async fn set_bmc_if_empty(&self, name: &str, bmc: Bmc) -> Result<Option<Server>, Refusal> {
         for _ in 0..5 {
-            let mut server = self
-                .servers
-                .get_opt(name)
-                .await
-                .map_err(|e| Refusal::kube("read the Server", &e))?
-                .ok_or_else(|| no_server(name))?;
+            let mut server = self.existing_server(name).await?;
             if server.spec.bmc.is_some() {
                 return Ok(None);
             }

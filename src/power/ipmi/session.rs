@@ -268,16 +268,13 @@ impl Session {
 
     fn on_open(&mut self, datagram: &Datagram<'_>) -> Result<Event, SessionError> {
         let response = OpenSessionResponse::decode(datagram.payload)?;
-        if response.tag != TAG_OPEN || !self.is_mine(response.console_session_id) {
-            return Ok(Event::Ignored(
-                "an Open Session Response for another session",
-            ));
-        }
-        if !response.status.is_ok() {
-            return Err(SessionError::Refused {
-                stage: Stage::OpenSession,
-                status: response.status,
-            });
+        if let Some(ignored) = self.screen(
+            Stage::OpenSession,
+            (TAG_OPEN, response.tag),
+            response.console_session_id,
+            response.status,
+        )? {
+            return Ok(ignored);
         }
         let negotiated = response.negotiated.ok_or(SessionError::State(
             "an accepted Open Session Response without algorithms",
@@ -325,10 +322,26 @@ impl Session {
         Ok(Event::Send(datagram))
     }
 
-    /// Whether a setup answer is for this session: error answers may lack the ID, and then
-    /// the tag and the step must do.
-    fn is_mine(&self, console_session_id: Option<u32>) -> bool {
-        console_session_id.is_none_or(|id| id == self.console_session_id)
+    /// Screens a setup answer: `Some(Ignored)` when it is for another session (its tag or
+    /// console session ID differ; error answers may lack the ID, and then the tag and the step
+    /// must do), the refusal when its status is not 0, `None` to go on.
+    fn screen(
+        &self,
+        stage: Stage,
+        (expected_tag, tag): (u8, u8),
+        console_session_id: Option<u32>,
+        status: RakpStatus,
+    ) -> Result<Option<Event>, SessionError> {
+        if tag != expected_tag || console_session_id.is_some_and(|id| id != self.console_session_id)
+        {
+            return Ok(Some(Event::Ignored(
+                "a session setup answer for another session",
+            )));
+        }
+        if !status.is_ok() {
+            return Err(SessionError::Refused { stage, status });
+        }
+        Ok(None)
     }
 
     fn role(&self) -> u8 {
@@ -359,14 +372,13 @@ impl Session {
             return Ok(Event::Ignored("RAKP message 2 out of turn"));
         };
         let rakp2 = Rakp2::decode(datagram.payload)?;
-        if rakp2.tag != TAG_RAKP_1 || !self.is_mine(rakp2.console_session_id) {
-            return Ok(Event::Ignored("a RAKP message 2 for another session"));
-        }
-        if !rakp2.status.is_ok() {
-            return Err(SessionError::Refused {
-                stage: Stage::Rakp2,
-                status: rakp2.status,
-            });
+        if let Some(ignored) = self.screen(
+            Stage::Rakp2,
+            (TAG_RAKP_1, rakp2.tag),
+            rakp2.console_session_id,
+            rakp2.status,
+        )? {
+            return Ok(ignored);
         }
         let exchange = self.exchange(bmc_session_id, rakp2.bmc_random, rakp2.bmc_guid);
         if !crypto::same_mac(&exchange.rakp2_auth_code(), &rakp2.auth_code) {
@@ -402,14 +414,13 @@ impl Session {
         iv: [u8; AES_BLOCK],
     ) -> Result<Event, SessionError> {
         let rakp4 = Rakp4::decode(datagram.payload)?;
-        if rakp4.tag != TAG_RAKP_3 || !self.is_mine(rakp4.console_session_id) {
-            return Ok(Event::Ignored("a RAKP message 4 for another session"));
-        }
-        if !rakp4.status.is_ok() {
-            return Err(SessionError::Refused {
-                stage: Stage::Rakp4,
-                status: rakp4.status,
-            });
+        if let Some(ignored) = self.screen(
+            Stage::Rakp4,
+            (TAG_RAKP_3, rakp4.tag),
+            rakp4.console_session_id,
+            rakp4.status,
+        )? {
+            return Ok(ignored);
         }
         let State::Rakp3Sent {
             bmc_session_id,

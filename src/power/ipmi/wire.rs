@@ -286,11 +286,7 @@ pub type Signer<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
 /// Encodes one datagram. With `sign`, the datagram is authenticated: the integrity trailer is
 /// added and `sign` computes the AuthCode over the covered bytes. Payloads are at most 65535
 /// bytes (callers never come close: an IPMI message is at most a few hundred).
-pub fn encode_datagram(
-    header: &Header,
-    payload: &[u8],
-    sign: Option<Signer<'_>>,
-) -> Vec<u8> {
+pub fn encode_datagram(header: &Header, payload: &[u8], sign: Option<Signer<'_>>) -> Vec<u8> {
     let mut type_byte = header.payload_type.code();
     if header.encrypted {
         type_byte |= PAYLOAD_ENCRYPTED;
