@@ -218,6 +218,7 @@ async fn a_bmc_report_fills_an_empty_spec_bmc_from_a_secret_owned_by_the_server(
             pass: None,
             pass_from: from_secret(&secret_name, "pass"),
             interface: Some("lanplus".into()),
+            ..Bmc::default()
         })
     );
     let secrets: Api<Secret> = Api::namespaced(appliance.client().await, "default");

@@ -9,11 +9,10 @@
 use std::fmt;
 use std::time::Duration;
 
-pub mod ipmi;
-
 use futures::future::BoxFuture;
 
 pub mod http_api;
+pub mod ipmi;
 pub mod redfish;
 pub mod select;
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::http_api::HttpApi;
+use super::ipmi;
 use super::redfish::{self, Redfish, Trust};
 use super::{CallPolicy, Cause, Credentials, PowerManager};
 use crate::api::{Bmc, ServerSpec};
@@ -93,25 +94,14 @@ pub fn manager_for(
         let what = what.to_owned();
         move |cause| SetupError { what, cause }
     };
-    let (bmc, what) = match kind(spec).map_err(fail("spec.bmc"))? {
+    let (bmc, what, ipmi) = match kind(spec).map_err(fail("spec.bmc"))? {
         None => return Ok(None),
         Some(Kind::ManagementApi(endpoint)) => {
             let api = HttpApi::new(endpoint, policy).map_err(fail("spec.managementApi"))?;
             return Ok(Some(Box::new(api)));
         }
-        Some(Kind::Redfish(bmc)) => (bmc, format!("spec.bmc (redfish {})", bmc.endpoint)),
-        Some(Kind::Ipmi(bmc)) => {
-            // HOOK(ipmi): the IPMI (RMCP+) manager is `crate::power::ipmi`, written on
-            // another branch. When it lands, build it here from `bmc.endpoint`, `port(bmc)`
-            // (623 when unset), the credentials and `policy`. Until then lanplus BMCs get
-            // no manager.
-            return Err(SetupError {
-                what: format!("spec.bmc (lanplus {})", bmc.endpoint),
-                cause: Cause::Unsupported(
-                    "IPMI (lanplus) power control is not in this build yet; use a Redfish BMC (interface: redfish) or spec.managementApi".into(),
-                ),
-            });
-        }
+        Some(Kind::Redfish(bmc)) => (bmc, format!("spec.bmc (redfish {})", bmc.endpoint), false),
+        Some(Kind::Ipmi(bmc)) => (bmc, format!("spec.bmc (lanplus {})", bmc.endpoint), true),
     };
     let credentials = credentials.ok_or_else(|| SetupError {
         what: what.clone(),
@@ -119,9 +109,26 @@ pub fn manager_for(
             "spec.bmc has no credentials; set userFrom and passFrom (or user and pass)".into(),
         ),
     })?;
+    let port = port(bmc).map_err(fail(&what))?;
+    if ipmi {
+        let config = ipmi::IpmiConfig {
+            host: bmc.endpoint.clone(),
+            port: port.unwrap_or(ipmi::command::RMCP_PORT),
+            user: credentials.user,
+            password: credentials.password,
+            cipher_suites: ipmi::CipherSuites::Auto,
+            policy,
+        };
+        // IpmiLan's own error already names the BMC; the spec part says where it came from.
+        let manager = ipmi::IpmiLan::new(config).map_err(|e| SetupError {
+            what: what.clone(),
+            cause: e.cause,
+        })?;
+        return Ok(Some(Box::new(manager)));
+    }
     let config = redfish::Config {
         endpoint: bmc.endpoint.clone(),
-        port: port(bmc).map_err(fail(&what))?,
+        port,
         credentials,
         auth: bmc.redfish_auth,
         trust: trust(bmc).map_err(fail(&what))?,
@@ -235,9 +242,35 @@ mod tests {
             assert!(err.to_string().contains(says), "{err}");
         }
 
-        let err = manager_for(&bmc("10.0.0.5", None), creds(), CallPolicy::default())
-            .err()
+        let mut long_password = bmc("10.0.0.5", None);
+        long_password.bmc.as_mut().unwrap().interface = Some("lanplus".into());
+        let err = manager_for(
+            &long_password,
+            Some(Credentials {
+                user: "admin".into(),
+                password: "p".repeat(21),
+            }),
+            CallPolicy::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err.cause, Cause::Config(_)), "{err}");
+        assert!(err.to_string().contains("at most 20 bytes"), "{err}");
+    }
+
+    #[test]
+    fn an_address_with_lanplus_or_no_interface_gets_ipmi_on_port_623() {
+        for interface in [None, Some("lanplus")] {
+            let ipmi = manager_for(&bmc("10.0.0.5", interface), creds(), CallPolicy::default())
+                .unwrap()
+                .unwrap();
+            assert_eq!(ipmi.describe(), "ipmi 10.0.0.5:623");
+        }
+        let mut spec = bmc("10.0.0.5", Some("lanplus"));
+        spec.bmc.as_mut().unwrap().port = Some(6230);
+        let ipmi = manager_for(&spec, creds(), CallPolicy::default())
+            .unwrap()
             .unwrap();
-        assert!(matches!(err.cause, Cause::Unsupported(_)), "{err}");
+        assert_eq!(ipmi.describe(), "ipmi 10.0.0.5:6230");
     }
 }

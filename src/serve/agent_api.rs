@@ -935,6 +935,7 @@ impl AgentApi {
             pass: None,
             pass_from: Some(secret_reference(&secret_name, BMC_SECRET_PASS_KEY)),
             interface: Some("lanplus".into()),
+            ..Bmc::default()
         };
         let Some(written) = self.set_bmc_if_empty(name, bmc).await? else {
             self.event(
