@@ -134,7 +134,7 @@ impl IpmiLan {
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let socket = UdpSocket::bind(local)
+        let mut socket = UdpSocket::bind(local)
             .await
             .map_err(|e| Cause::Unreachable(format!("cannot open a UDP socket: {e}")))?;
         // Connected: the kernel drops datagrams from anyone but the BMC, and reports ICMP
@@ -144,8 +144,6 @@ impl IpmiLan {
             .await
             .map_err(|e| Cause::Unreachable(format!("{address}: {e}")))?;
         let suites = self.suites();
-        let mut socket = socket;
-        let mut last = None;
         for (i, suite) in suites.iter().enumerate() {
             let config = session::Config {
                 user_name: self.user_name.clone(),
@@ -175,14 +173,12 @@ impl IpmiLan {
                     debug!(bmc = %describe(&self.host, self.port), %suite, %error, "cipher suite refused; trying the next");
                     self.no_suite17.store(true, Ordering::Relaxed);
                     socket = connection.socket;
-                    last = Some(error);
                 }
                 Err(failure) => return Err(failure.cause(*suite)),
             }
         }
-        Err(last
-            .map(|e| Failure::Session(e).cause(CipherSuite::Suite3))
-            .unwrap_or_else(|| Cause::Config("no cipher suite to try".into())))
+        // Unreachable: the last suite's refusal returns above.
+        Err(Cause::Config("no cipher suite to try".into()))
     }
 
     /// One attempt: a session, the work, and the session handed back for closing (closing is
