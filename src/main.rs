@@ -272,6 +272,74 @@ struct ServeArgs {
     /// Seconds before expiry at which the leader renews its Lease.
     #[arg(long, default_value_t = 5)]
     leader_elect_renew_before: u64,
+    /// Mean seconds between two polls of one server's power state (each poll is up to 10%
+    /// earlier or later, at random).
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    power_poll_interval: std::time::Duration,
+    /// Seconds a power action has to show in the power state before it counts as failed.
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    power_settle: std::time::Duration,
+    /// Seconds a running discovery agent gets to start a wipe, or to power off after one,
+    /// before the BMC is used.
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    power_agent_grace: std::time::Duration,
+    /// Seconds after a PXE boot by which the agent must have started wiping, or the OS be
+    /// installed, before the boot counts as failed.
+    #[arg(long, default_value = "1800", value_parser = parse_seconds)]
+    power_boot_timeout: std::time::Duration,
+    /// Power attempts per lifecycle step before the controller gives up and marks the server.
+    #[arg(long, default_value_t = 3)]
+    power_attempts: u32,
+    /// Seconds to wait after a failed attempt or an unreachable BMC (doubled each time, at most
+    /// ten times this).
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    power_backoff: std::time::Duration,
+    /// Seconds one BMC request may take before it is retried (three attempts in all).
+    #[arg(long, default_value = "5", value_parser = parse_seconds)]
+    bmc_timeout: std::time::Duration,
+    /// Firmware mode of one-time PXE boots for servers whose spec.pxeMode is unset: uefi or bios.
+    #[arg(long, default_value = "uefi", value_parser = parse_pxe_method)]
+    ipmi_pxe_method: siderite::power::BootMode,
+}
+
+fn parse_pxe_method(text: &str) -> Result<siderite::power::BootMode, String> {
+    match text {
+        "uefi" => Ok(siderite::power::BootMode::Uefi),
+        "bios" => Ok(siderite::power::BootMode::Bios),
+        _ => Err(format!("{text:?} is not a PXE method: use uefi or bios")),
+    }
+}
+
+/// A flag's seconds (fractions allowed) as a duration.
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 30 or 0.5)"))
+}
+
+impl ServeArgs {
+    fn power_settings(&self) -> siderite::controllers::power::PowerSettings {
+        use siderite::policy::power::Timing;
+        siderite::controllers::power::PowerSettings {
+            poll_interval: self
+                .power_poll_interval
+                .max(std::time::Duration::from_millis(100)),
+            timing: Timing {
+                settle: self.power_settle,
+                agent_grace: self.power_agent_grace,
+                boot_timeout: self.power_boot_timeout,
+                attempts: self.power_attempts.max(1),
+                backoff: self.power_backoff,
+            },
+            pxe_mode: self.ipmi_pxe_method,
+            call: siderite::power::CallPolicy {
+                timeout: self.bmc_timeout.max(std::time::Duration::from_millis(100)),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
 }
 
 fn parse_wipe_mode(text: &str) -> Result<WipeMode, String> {
@@ -415,7 +483,12 @@ fn start_controllers(
         return Ok(None);
     }
     if !args.leader_elect.unwrap_or(args.kubeconfig.is_some()) {
-        siderite::controllers::start(client.clone(), feed.clone(), shutdown.clone());
+        siderite::controllers::start(
+            client.clone(),
+            feed.clone(),
+            args.power_settings(),
+            shutdown.clone(),
+        );
         return Ok(None);
     }
     if args.leader_elect_renew_before >= args.leader_elect_lease_duration {
@@ -436,12 +509,15 @@ fn start_controllers(
     };
     let for_controllers = client.clone();
     let feed = feed.clone();
+    let power = args.power_settings();
     Ok(Some(tokio::spawn(
         siderite::controllers::leader::run_elected(
             client.clone(),
             config,
             shutdown.clone(),
-            move |token| siderite::controllers::start(for_controllers.clone(), feed.clone(), token),
+            move |token| {
+                siderite::controllers::start(for_controllers.clone(), feed.clone(), power, token)
+            },
         ),
     )))
 }

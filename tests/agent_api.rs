@@ -159,11 +159,13 @@ async fn registration_creates_the_server_named_by_its_uuid_and_refreshes_it_keep
     });
 }
 
+/// A BMC report. Its address is on loopback: the appliance's power controller polls the BMCs
+/// it learns of, and a test must not send to addresses outside loopback or its namespaces.
 fn configured(boot_id: &str, password: &str) -> BmcReport {
     BmcReport {
         boot_id: boot_id.into(),
         result: BmcSetupResult::Configured {
-            endpoint: "10.77.0.250".into(),
+            endpoint: "127.0.0.250".into(),
             port: 623,
             user: "siderite".into(),
             password: password.into(),
@@ -211,7 +213,7 @@ async fn a_bmc_report_fills_an_empty_spec_bmc_from_a_secret_owned_by_the_server(
     assert_eq!(
         written.spec.bmc,
         Some(Bmc {
-            endpoint: "10.77.0.250".into(),
+            endpoint: "127.0.0.250".into(),
             port: Some(623),
             user: None,
             user_from: from_secret(&secret_name, "user"),

@@ -6,6 +6,7 @@ pub mod leader;
 pub mod metalcluster;
 pub mod metalmachine;
 pub mod pool;
+pub mod power;
 pub mod server;
 pub mod serverclass;
 
@@ -15,10 +16,21 @@ use crate::serve::resource_caches::ServerFeed;
 
 /// Starts every controller on the process's Server feed; they stop when `shutdown` is
 /// cancelled.
-pub fn start(client: kube::Client, feed: ServerFeed, shutdown: CancellationToken) {
+pub fn start(
+    client: kube::Client,
+    feed: ServerFeed,
+    power: power::PowerSettings,
+    shutdown: CancellationToken,
+) {
     // One class index for the two controllers that match servers.
     let pool = pool::Pool::start(&feed, shutdown.clone());
     tokio::spawn(server::run(client.clone(), feed.clone(), shutdown.clone()));
+    tokio::spawn(power::run(
+        client.clone(),
+        feed.clone(),
+        power,
+        shutdown.clone(),
+    ));
     tokio::spawn(serverclass::run(
         client.clone(),
         pool.clone(),

@@ -1,5 +1,6 @@
 //! Pure decisions over data: what a machine boots, which servers a ServerClass selects and
-//! in which order a MetalMachine tries the eligible ones. No I/O, no clock: callers pass in what they know.
+//! in which order a MetalMachine tries the eligible ones, what a server's power should be. No
+//! I/O, no clock: callers pass in what they know.
 
 pub mod agent;
 pub mod allocate;
@@ -7,5 +8,6 @@ pub mod boot;
 pub mod configpatch;
 pub mod identity;
 pub mod labels;
+pub mod power;
 pub mod rootdevice;
 pub mod serverclass;

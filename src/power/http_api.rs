@@ -77,15 +77,18 @@ impl HttpApi {
             .map_err(|e| {
                 if e.is_timeout() {
                     Cause::Timeout(self.policy.timeout)
-                } else {
+                } else if e.is_connect() {
                     Cause::Unreachable(super::error_chain(&e))
+                } else {
+                    // Connected and sent: the rig may have acted on it.
+                    Cause::NoAnswer(super::error_chain(&e))
                 }
             })?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| Cause::Unreachable(super::error_chain(&e)))?;
+            .map_err(|e| Cause::NoAnswer(super::error_chain(&e)))?;
         if status == StatusCode::OK {
             return Ok(body.to_vec());
         }
@@ -123,11 +126,16 @@ impl HttpApi {
     }
 
     async fn post(&self, operation: Operation, action: &str) -> Result<(), PowerError> {
-        self.policy
-            .run(&self.name, operation, || async {
-                self.call(Method::POST, action).await.map(drop)
-            })
-            .await
+        let attempt = || async { self.call(Method::POST, action).await.map(drop) };
+        // A reboot whose answer was lost may have happened: sending it again could restart
+        // the machine twice. Power on, off and pxeboot are states; repeating them is harmless.
+        if action == "reboot" {
+            self.policy
+                .run_unrepeatable(&self.name, operation, attempt)
+                .await
+        } else {
+            self.policy.run(&self.name, operation, attempt).await
+        }
     }
 }
 

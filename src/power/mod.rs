@@ -116,6 +116,10 @@ pub enum Cause {
     /// The BMC could not be reached at all (connection refused, no route, DNS).
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The request went out but its answer did not come back (the connection broke after
+    /// sending): the BMC may have carried it out.
+    #[error("no answer: {0}")]
+    NoAnswer(String),
     /// The BMC refused the credentials (wrong user or password, no privilege).
     #[error("authentication failed: {0}")]
     Authentication(String),
@@ -139,8 +143,14 @@ impl Cause {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Cause::Timeout(_) | Cause::Unreachable(_) | Cause::Refused(_)
+            Cause::Timeout(_) | Cause::Unreachable(_) | Cause::NoAnswer(_) | Cause::Refused(_)
         )
+    }
+
+    /// Whether the request may have reached the BMC and been carried out although it failed:
+    /// its answer was lost.
+    pub fn may_have_happened(&self) -> bool {
+        matches!(self, Cause::Timeout(_) | Cause::NoAnswer(_))
     }
 }
 
@@ -191,6 +201,36 @@ impl CallPolicy {
         &self,
         bmc: &str,
         operation: Operation,
+        attempt: F,
+    ) -> Result<T, PowerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Cause>>,
+    {
+        self.run_with(bmc, operation, true, attempt).await
+    }
+
+    /// [`CallPolicy::run`] for a request that must not be carried out twice (a power cycle or
+    /// reset): once an attempt's answer is lost ([`Cause::may_have_happened`]) it is not sent
+    /// again, and the call fails with that cause. The caller checks the effect instead.
+    pub async fn run_unrepeatable<T, F, Fut>(
+        &self,
+        bmc: &str,
+        operation: Operation,
+        attempt: F,
+    ) -> Result<T, PowerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Cause>>,
+    {
+        self.run_with(bmc, operation, false, attempt).await
+    }
+
+    async fn run_with<T, F, Fut>(
+        &self,
+        bmc: &str,
+        operation: Operation,
+        repeatable: bool,
         mut attempt: F,
     ) -> Result<T, PowerError>
     where
@@ -207,7 +247,8 @@ impl CallPolicy {
                 Ok(Err(cause)) => cause,
                 Err(_) => Cause::Timeout(self.timeout),
             };
-            if tried >= attempts || !cause.is_transient() {
+            let lost = !repeatable && cause.may_have_happened();
+            if tried >= attempts || !cause.is_transient() || lost {
                 return Err(PowerError {
                     bmc: bmc.to_string(),
                     operation,
@@ -305,6 +346,39 @@ mod tests {
             err.to_string(),
             "BMC ipmi 10.0.0.5:623: could not power cycle: authentication failed: RAKP 2: unauthorized name"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unrepeatable_request_is_not_sent_again_after_its_answer_was_lost() {
+        for (first, sends) in [
+            (Cause::Unreachable("connection refused".into()), 2),
+            (Cause::NoAnswer("connection reset".into()), 1),
+        ] {
+            let calls = AtomicU32::new(0);
+            let first = std::sync::Mutex::new(Some(first));
+            let result = quick()
+                .run_unrepeatable("bmc", Operation::Power(PowerAction::Cycle), || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    match first.lock().unwrap().take() {
+                        Some(cause) => Err(cause),
+                        None => Ok(()),
+                    }
+                })
+                .await;
+            assert_eq!(calls.load(Ordering::SeqCst), sends);
+            assert_eq!(result.is_ok(), sends == 2, "{result:?}");
+        }
+        // A silent BMC: one attempt, cut off by the timeout.
+        let calls = AtomicU32::new(0);
+        let err = quick()
+            .run_unrepeatable("bmc", Operation::Power(PowerAction::Reset), || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<Result<(), Cause>>().await
+            })
+            .await
+            .expect_err("never answers");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(err.cause.may_have_happened(), "{err}");
     }
 
     #[tokio::test]

@@ -238,8 +238,11 @@ impl Redfish {
             ))
         } else if error.is_decode() || error.is_body() {
             Cause::Protocol(chain)
-        } else {
+        } else if error.is_connect() {
             Cause::Unreachable(chain)
+        } else {
+            // Connected and sent: the BMC may have acted on it.
+            Cause::NoAnswer(chain)
         }
     }
 
@@ -413,10 +416,20 @@ impl Redfish {
             _ => "On",
         };
         let (found, target) = (&found, system.reset_target.as_str());
-        let run = |reset_type: &'static str| {
-            self.policy.run(&self.name, operation, move || {
-                self.post_reset(found, target, reset_type)
-            })
+        let run = |reset_type: &'static str| async move {
+            let attempt = move || self.post_reset(found, target, reset_type);
+            // On and off are states; a restart whose answer was lost may have happened, and
+            // sending it again could restart the machine twice.
+            if matches!(
+                reset_type,
+                "On" | "ForceOn" | "ForceOff" | "GracefulShutdown"
+            ) {
+                self.policy.run(&self.name, operation, attempt).await
+            } else {
+                self.policy
+                    .run_unrepeatable(&self.name, operation, attempt)
+                    .await
+            }
         };
         match plan {
             // A cycle of a machine that is off is a power-on, whichever way it is done.

@@ -1,0 +1,351 @@
+//! The power reconcile against faulty BMCs: a `siderite serve` process drives servers whose
+//! `spec.managementApi` points at a simulated rig on loopback that can lie (answer 200 and do
+//! nothing) or fall silent (take requests and never answer). The controller must mark the
+//! server (conditions, Events), stay within its attempts, never send a second power action
+//! while one is unaccounted for, and carry on by itself once the BMC is sound again.
+//! The lifecycle with real VMs is `tests/power_lifecycle.rs`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Appliance, wait_for};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use siderite::api::{Condition, ConditionSeverity, ConditionStatus, Server, find_condition};
+
+/// The simulated machine behind the rig's power API.
+#[derive(Default)]
+struct Machine {
+    on: bool,
+    pxe_next: bool,
+    /// Answer 200 to actions without carrying them out.
+    liar: bool,
+    /// Take requests and never answer them.
+    silent: bool,
+    /// Carry out the next reboot, then fall silent.
+    silent_after_reboot: bool,
+    /// `POST /action` requests, in order (status polls are not listed).
+    actions: Vec<String>,
+    /// For each start: whether it was a network boot.
+    starts: Vec<bool>,
+}
+
+#[derive(Clone)]
+struct Rig {
+    endpoint: String,
+    machine: Arc<Mutex<Machine>>,
+}
+
+impl Rig {
+    fn start(on: bool) -> Rig {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let rig = Rig {
+            endpoint: listener.local_addr().expect("address").to_string(),
+            machine: Arc::new(Mutex::new(Machine {
+                on,
+                ..Machine::default()
+            })),
+        };
+        let served = rig.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let rig = served.clone();
+                std::thread::spawn(move || rig.handle(stream));
+            }
+        });
+        rig
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Machine) -> T) -> T {
+        f(&mut self.machine.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn actions(&self) -> Vec<String> {
+        self.with(|m| m.actions.clone())
+    }
+
+    fn count(&self, action: &str) -> usize {
+        self.actions().iter().filter(|a| *a == action).count()
+    }
+
+    fn handle(&self, stream: TcpStream) {
+        let Ok(mut writer) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let mut length = 0u64;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let _ = reader.take(length).read_to_end(&mut Vec::new());
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let action = path.trim_start_matches('/').to_owned();
+        let body = self.with(|m| {
+            if m.silent {
+                return None;
+            }
+            if action != "status" {
+                m.actions.push(action.clone());
+            }
+            let honest = !m.liar;
+            match action.as_str() {
+                "status" => return Some(format!("{{\"PoweredOn\":{}}}", m.on)),
+                "poweron" if honest && !m.on => {
+                    m.on = true;
+                    let network = std::mem::take(&mut m.pxe_next);
+                    m.starts.push(network);
+                }
+                "poweroff" if honest => m.on = false,
+                "reboot" if honest => {
+                    m.on = true;
+                    let network = std::mem::take(&mut m.pxe_next);
+                    m.starts.push(network);
+                    if std::mem::take(&mut m.silent_after_reboot) {
+                        m.silent = true;
+                        return None;
+                    }
+                }
+                "pxeboot" if honest => m.pxe_next = true,
+                _ => {}
+            }
+            Some(String::new())
+        });
+        match body {
+            Some(body) => {
+                let _ = write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            // A hung BMC: the connection stays open, unanswered, until the fault clears.
+            None => {
+                while self.with(|m| m.silent) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// Flags that make the controller's patience fit a test: polls every 0.3 s, effects due
+/// within 2 s, BMC requests cut off after 0.5 s.
+const QUICK: &[&str] = &[
+    "--power-poll-interval",
+    "0.3",
+    "--power-settle",
+    "2",
+    "--power-backoff",
+    "1",
+    "--bmc-timeout",
+    "0.5",
+];
+
+fn args(extra: &[&'static str]) -> Vec<&'static str> {
+    QUICK.iter().chain(extra).copied().collect()
+}
+
+async fn create_server(servers: &Api<Server>, name: &str, rig: &Rig, clean: bool) {
+    let server: Server = serde_json::from_value(json!({
+        "apiVersion": "metal.sidero.dev/v1alpha2",
+        "kind": "Server",
+        "metadata": {"name": name},
+        "spec": {"accepted": true, "managementApi": {"endpoint": rig.endpoint}},
+    }))
+    .expect("a valid Server");
+    servers
+        .create(&PostParams::default(), &server)
+        .await
+        .expect("create the Server");
+    servers
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"isClean": clean}})),
+        )
+        .await
+        .expect("write the Server's status");
+}
+
+async fn condition(servers: &Api<Server>, name: &str, type_: &str) -> Option<Condition> {
+    let server = servers.get(name).await.ok()?;
+    find_condition(&server.status?.conditions, type_).cloned()
+}
+
+async fn power(servers: &Api<Server>, name: &str) -> Option<String> {
+    servers.get(name).await.ok()?.status?.power
+}
+
+/// Reasons of the Events about Server `name`, oldest first.
+async fn event_reasons(client: &kube::Client, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::all(client.clone());
+    let mut list: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .is_some_and(|n| n == name)
+        })
+        .collect();
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list.into_iter().filter_map(|e| e.reason).collect()
+}
+
+#[tokio::test]
+async fn a_bmc_that_claims_success_without_effect_is_marked_given_up_on_and_retried_on_request() {
+    // Clean, accepted, unallocated, running: it belongs off. The BMC says yes and does nothing.
+    let rig = Rig::start(true);
+    rig.with(|m| m.liar = true);
+    let appliance = Appliance::start_with(&args(&[
+        "--power-agent-grace",
+        "1",
+        "--power-attempts",
+        "2",
+    ]));
+    let client = appliance.client().await;
+    let servers: Api<Server> = Api::all(client.clone());
+    create_server(&servers, "liar", &rig, true).await;
+
+    let gave_up = wait_for("the controller to give up on the lying BMC", 60, || async {
+        condition(&servers, "liar", "PowerCycle")
+            .await
+            .filter(|c| c.reason.as_deref() == Some("GaveUp"))
+    })
+    .await;
+    assert_eq!(gave_up.status, ConditionStatus::False);
+    assert_eq!(gave_up.severity, Some(ConditionSeverity::Error));
+    let message = gave_up.message.unwrap_or_default();
+    assert!(
+        message.contains("was not off") && message.contains("attempt 2 of 2"),
+        "{message}"
+    );
+    assert!(
+        message.contains("kubectl annotate server liar siderite.dev/power-retry="),
+        "{message}"
+    );
+    assert_eq!(power(&servers, "liar").await.as_deref(), Some("on"));
+    // Two attempts, each one power-off, and nothing more while the server waits for the
+    // operator (the rig is polled all the while).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(rig.actions(), ["poweroff", "poweroff"]);
+    let reasons = event_reasons(&client, "liar").await;
+    for reason in ["PowerAction", "NoEffect", "GaveUp"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reasons:?}");
+    }
+
+    // The machine is mended, and the operator asks for another round: one more power-off,
+    // which now works.
+    rig.with(|m| m.liar = false);
+    servers
+        .patch(
+            "liar",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"siderite.dev/power-retry": "1"}}})),
+        )
+        .await
+        .expect("annotate");
+    wait_for("status.power off", 30, || async {
+        (power(&servers, "liar").await.as_deref() == Some("off")).then_some(())
+    })
+    .await;
+    let requested = condition(&servers, "liar", "PowerCycle").await.unwrap();
+    assert_eq!(requested.status, ConditionStatus::True, "{requested:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rig.actions(), ["poweroff", "poweroff", "poweroff"]);
+}
+
+#[tokio::test]
+async fn a_bmc_that_stops_answering_mid_cycle_is_marked_and_the_cycle_is_not_sent_twice() {
+    // Accepted and dirty, running something that is not the agent: PXE boot it and cycle it.
+    // The BMC carries out the reboot, then hangs.
+    let rig = Rig::start(true);
+    rig.with(|m| m.silent_after_reboot = true);
+    let appliance = Appliance::start_with(&args(&[
+        "--power-agent-grace",
+        "0",
+        "--power-boot-timeout",
+        "12",
+    ]));
+    let client = appliance.client().await;
+    let servers: Api<Server> = Api::all(client.clone());
+    create_server(&servers, "hung", &rig, false).await;
+
+    let no_answer = wait_for("the unanswered cycle on the Server", 30, || async {
+        condition(&servers, "hung", "PowerCycle")
+            .await
+            .filter(|c| c.reason.as_deref() == Some("NoAnswer"))
+    })
+    .await;
+    assert!(
+        no_answer
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("not sent again")),
+        "{no_answer:?}"
+    );
+    let unreachable = wait_for("BMCReachable false", 30, || async {
+        condition(&servers, "hung", "BMCReachable")
+            .await
+            .filter(|c| c.status == ConditionStatus::False)
+    })
+    .await;
+    assert_eq!(unreachable.reason.as_deref(), Some("Unreachable"));
+    assert_eq!(power(&servers, "hung").await.as_deref(), Some("unknown"));
+    // While the BMC hangs, the cycle is not repeated (polls keep trying).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(rig.actions(), ["pxeboot", "reboot"]);
+    assert_eq!(rig.with(|m| m.starts.clone()), [true]);
+
+    // The BMC recovers: the state is read again and the condition clears, still without a
+    // second cycle until the boot timeout says the first one led nowhere.
+    rig.with(|m| m.silent = false);
+    wait_for("BMCReachable true again", 30, || async {
+        condition(&servers, "hung", "BMCReachable")
+            .await
+            .filter(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    assert_eq!(power(&servers, "hung").await.as_deref(), Some("on"));
+    assert_eq!(rig.count("reboot"), 1);
+    let reasons = event_reasons(&client, "hung").await;
+    for reason in ["PowerNoAnswer", "Unreachable"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reasons:?}");
+    }
+    // No agent ever wiped it: after the boot timeout, a second attempt (and only one).
+    let retried = wait_for("the second attempt after the boot timeout", 60, || async {
+        condition(&servers, "hung", "PowerCycle").await.filter(|c| {
+            c.message
+                .as_deref()
+                .is_some_and(|m| m.contains("attempt 2 of 3"))
+        })
+    })
+    .await;
+    assert_eq!(retried.status, ConditionStatus::True, "{retried:?}");
+    assert!(
+        event_reasons(&client, "hung")
+            .await
+            .iter()
+            .any(|r| r == "BootTimeout")
+    );
+    assert_eq!(rig.actions(), ["pxeboot", "reboot", "pxeboot", "reboot"]);
+}
