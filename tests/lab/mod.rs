@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod bmc;
+pub mod cluster;
 pub mod power_api;
 
 use std::path::{Path, PathBuf};
