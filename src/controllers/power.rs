@@ -214,6 +214,10 @@ impl Task {
         let server = updates.borrow().clone();
         let now = Instant::now();
         let goal = power::goal(&facts(&server));
+        let first_poll = now
+            + FIRST_POLL_SPREAD
+                .min(shared.settings.poll_interval)
+                .mul_f64(unit_random());
         Task {
             name,
             shared,
@@ -227,7 +231,7 @@ impl Task {
             record: Record::new(goal, now.into_std()),
             state: None,
             observed_at: now,
-            next_poll: now,
+            next_poll: first_poll,
             poll_failures: 0,
             wiping: None,
         }
@@ -725,14 +729,22 @@ fn bmc_key(server: &Server) -> String {
 
 /// `interval`, made up to `jitter` (a fraction) longer or shorter at random.
 fn jittered(interval: Duration, jitter: f64) -> Duration {
-    // RandomState is seeded at random per instance: enough randomness for spreading polls.
+    let factor = 1.0 + jitter.clamp(0.0, 0.9) * (2.0 * unit_random() - 1.0);
+    interval.mul_f64(factor)
+}
+
+/// A number in [0, 1), random enough for spreading polls.
+fn unit_random() -> f64 {
+    // RandomState is seeded at random per instance.
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    let unit = (random >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
-    let factor = 1.0 + jitter.clamp(0.0, 0.9) * (2.0 * unit - 1.0);
-    interval.mul_f64(factor)
+    (random >> 11) as f64 / (1u64 << 53) as f64
 }
+
+/// The longest a new task waits before its first poll: a restart with a thousand servers
+/// spreads their first polls over this time instead of sending them all at once.
+const FIRST_POLL_SPREAD: Duration = Duration::from_secs(5);
 
 /// The user and password for `bmc`, from its Secrets or inline; `true` when any was inline.
 /// `None` when it names none (the manager then says what to set).
