@@ -33,6 +33,8 @@ struct Machine {
     actions: Vec<String>,
     /// For each start: whether it was a network boot.
     starts: Vec<bool>,
+    /// The `Authorization` header the Redfish face accepts (`Basic …`).
+    redfish_auth: Option<String>,
 }
 
 #[derive(Clone)]
@@ -83,17 +85,31 @@ impl Rig {
             return;
         }
         let mut length = 0u64;
+        let mut authorization = None;
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
                 break;
             }
-            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
+            let (name, value) = header.split_once(':').unwrap_or_default();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                "authorization" => authorization = Some(value.trim().to_owned()),
+                _ => {}
             }
         }
-        let _ = reader.take(length).read_to_end(&mut Vec::new());
+        let mut body = Vec::new();
+        let _ = reader.take(length).read_to_end(&mut body);
         let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+        if path.starts_with("/redfish/") {
+            let (status, reply) = self.redfish(&path, authorization.as_deref(), &body);
+            let _ = write!(
+                writer,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+            return;
+        }
         let action = path.trim_start_matches('/').to_owned();
         let body = self.with(|m| {
             if m.silent {
@@ -140,6 +156,55 @@ impl Rig {
                 }
             }
         }
+    }
+}
+
+impl Rig {
+    /// A Redfish service with one system, `/redfish/v1/Systems/1`, basic auth only: enough of
+    /// DSP0266 for the manager to read the power state and send resets.
+    fn redfish(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> (&'static str, String) {
+        const SYSTEM: &str = "/redfish/v1/Systems/1";
+        self.with(|m| {
+            // The service root is public (DSP0266); everything else needs the credentials.
+            let public = matches!(path.trim_end_matches('/'), "/redfish" | "/redfish/v1");
+            if !public && (authorization.is_none() || authorization != m.redfish_auth.as_deref()) {
+                return (
+                    "401 Unauthorized",
+                    json!({"error": {"message": "bad credentials"}}).to_string(),
+                );
+            }
+            match path.trim_end_matches('/') {
+                "/redfish/v1" => (
+                    "200 OK",
+                    json!({"Systems": {"@odata.id": "/redfish/v1/Systems"}}).to_string(),
+                ),
+                SYSTEM => (
+                    "200 OK",
+                    json!({
+                        "@odata.id": SYSTEM,
+                        "PowerState": if m.on { "On" } else { "Off" },
+                        "Actions": {"#ComputerSystem.Reset": {
+                            "target": format!("{SYSTEM}/Actions/ComputerSystem.Reset"),
+                            "ResetType@Redfish.AllowableValues": ["On", "ForceOff", "PowerCycle"],
+                        }},
+                    })
+                    .to_string(),
+                ),
+                p if p == format!("{SYSTEM}/Actions/ComputerSystem.Reset") => {
+                    let reset: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+                    let reset = reset["ResetType"].as_str().unwrap_or_default().to_owned();
+                    m.on = reset != "ForceOff";
+                    m.actions.push(reset);
+                    ("204 No Content", String::new())
+                }
+                _ => ("404 Not Found", String::new()),
+            }
+        })
     }
 }
 
@@ -348,4 +413,130 @@ async fn a_bmc_that_stops_answering_mid_cycle_is_marked_and_the_cycle_is_not_sen
             .any(|r| r == "BootTimeout")
     );
     assert_eq!(rig.actions(), ["pxeboot", "reboot", "pxeboot", "reboot"]);
+}
+
+#[tokio::test]
+async fn bmc_credentials_come_from_secrets_and_every_setup_problem_is_on_the_server() {
+    use base64::Engine as _;
+    let rig = Rig::start(true);
+    let basic = base64::engine::general_purpose::STANDARD.encode("admin:s3cret");
+    rig.with(|m| m.redfish_auth = Some(format!("Basic {basic}")));
+    let appliance = Appliance::start_with(&args(&["--power-agent-grace", "1"]));
+    let client = appliance.client().await;
+    let servers: Api<Server> = Api::all(client.clone());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    for (name, pass) in [("bmc-good", "s3cret"), ("bmc-wrong", "guess")] {
+        let secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "default"},
+            "stringData": {"user": "admin", "pass": pass},
+        }))
+        .expect("a valid Secret");
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create the Secret");
+    }
+    let endpoint = format!("http://{}/redfish/v1/Systems/1", rig.endpoint);
+    let from = |secret: &str| {
+        json!({
+            "userFrom": {"secretKeyRef": {"namespace": "default", "name": secret, "key": "user"}},
+            "passFrom": {"secretKeyRef": {"namespace": "default", "name": secret, "key": "pass"}},
+        })
+    };
+    let bmc = |extra: serde_json::Value| {
+        let mut bmc = json!({"endpoint": endpoint, "interface": "redfish"});
+        bmc.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        bmc
+    };
+    // Clean and pooled (belongs off), its credentials in a Secret; then three servers that
+    // are not accepted (only polled): a missing Secret, a wrong password, inline credentials.
+    let specs = [
+        ("pooled", true, bmc(from("bmc-good"))),
+        ("no-secret", false, bmc(from("bmc-missing"))),
+        ("wrong-password", false, bmc(from("bmc-wrong"))),
+        (
+            "inline",
+            false,
+            bmc(json!({"user": "admin", "pass": "s3cret"})),
+        ),
+    ];
+    for (name, accepted, bmc) in specs {
+        let server: Server = serde_json::from_value(json!({
+            "apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Server",
+            "metadata": {"name": name},
+            "spec": {"accepted": accepted, "bmc": bmc},
+        }))
+        .expect("a valid Server");
+        servers
+            .create(&PostParams::default(), &server)
+            .await
+            .expect("create the Server");
+    }
+    servers
+        .patch_status(
+            "pooled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"isClean": true}})),
+        )
+        .await
+        .expect("mark it clean");
+
+    wait_for("the pooled server powered off over Redfish", 30, || async {
+        (power(&servers, "pooled").await.as_deref() == Some("off")).then_some(())
+    })
+    .await;
+    assert_eq!(rig.actions(), ["ForceOff"]);
+
+    let missing = wait_for("the missing Secret on the Server", 30, || async {
+        condition(&servers, "no-secret", "BMCReachable").await
+    })
+    .await;
+    assert_eq!(missing.status, ConditionStatus::False);
+    assert_eq!(missing.reason.as_deref(), Some("Misconfigured"));
+    let message = missing.message.unwrap_or_default();
+    assert!(
+        message.contains("Secret default/bmc-missing") && message.contains("does not exist"),
+        "{message}"
+    );
+    assert_eq!(
+        power(&servers, "no-secret").await.as_deref(),
+        Some("unknown")
+    );
+
+    let refused = wait_for("the wrong password on the Server", 30, || async {
+        condition(&servers, "wrong-password", "BMCReachable").await
+    })
+    .await;
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some("AuthenticationFailed"),
+        "{refused:?}"
+    );
+
+    // Inline credentials work, and are reported.
+    wait_for("the inline server's power state", 30, || async {
+        (power(&servers, "inline").await.as_deref() == Some("off")).then_some(())
+    })
+    .await;
+    let reasons = wait_for("the InlineCredentials Event", 30, || async {
+        let reasons = event_reasons(&client, "inline").await;
+        reasons
+            .iter()
+            .any(|r| r == "InlineCredentials")
+            .then_some(reasons)
+    })
+    .await;
+    assert!(!reasons.iter().any(|r| r == "PowerAction"), "{reasons:?}");
+    assert!(
+        event_reasons(&client, "pooled")
+            .await
+            .iter()
+            .all(|r| r != "InlineCredentials")
+    );
+    // Only the pooled server was acted on.
+    assert_eq!(rig.actions(), ["ForceOff"]);
 }
