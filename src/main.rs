@@ -377,6 +377,8 @@ enum BenchCommand {
     Agents(siderite::bench::agents::AgentsBenchArgs),
     /// 1,000 MetalMachines allocated at once from 10,000 servers and 100 ServerClasses.
     Allocate(siderite::bench::allocate::AllocateBenchArgs),
+    /// Power-state polling of 1,000 simulated Redfish BMCs: polls/s and the appliance's CPU.
+    Power(siderite::bench::power::PowerBenchArgs),
 }
 
 /// The CRDs the embedded API server serves: Siderite's, and the Cluster API stand-ins (a real
@@ -415,6 +417,7 @@ async fn main() -> anyhow::Result<()> {
             BenchCommand::Apiserver(args) => siderite::bench::apiserver(args).await,
             BenchCommand::Agents(args) => siderite::bench::agents::agents(args).await,
             BenchCommand::Allocate(args) => siderite::bench::allocate::allocate(args).await,
+            BenchCommand::Power(args) => siderite::bench::power::power(args).await,
         },
         Command::Serve(args) => serve(*args).await,
         Command::Power(args) => power(args).await,

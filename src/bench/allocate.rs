@@ -8,7 +8,6 @@
 //! Goals (printed as ratios): every machine bound within 30 s, peak RSS under 500 MB.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 use crate::api::{MetalMachine, Server, ServerBinding, ServerClass};
-use crate::bench::{peak_rss_kib, realistic_server, send_all, start_appliance};
+use crate::bench::{ApplianceArgs, peak_rss_kib, realistic_server, send_all};
 use crate::policy::serverclass::ClassMatcher;
 
 /// Namespace of the Cluster API objects.
@@ -52,12 +51,8 @@ pub struct AllocateBenchArgs {
     /// machines are created then anyway; allocation does not read class statuses).
     #[arg(long, default_value_t = 120)]
     pub settle_timeout: u64,
-    /// The `siderite` binary to benchmark (default: this one).
-    #[arg(long)]
-    pub binary: Option<PathBuf>,
-    /// Extra flag for the appliance's `serve` (repeatable), e.g. `--serve-arg=--watch-history=5000`.
-    #[arg(long = "serve-arg", allow_hyphen_values = true)]
-    pub serve_args: Vec<String>,
+    #[command(flatten)]
+    pub appliance: ApplianceArgs,
 }
 
 /// CPU models of the pool: (manufacturer, SMBIOS version, cores per socket).
@@ -218,11 +213,10 @@ async fn reqwest_get(base: &str, path: &str) -> anyhow::Result<String> {
 pub async fn allocate(args: AllocateBenchArgs) -> anyhow::Result<()> {
     let port = crate::bench::agents::free_port()?;
     let http = format!("127.0.0.1:{port}");
-    let serve_args: Vec<String> = ["--http-listen".to_owned(), http.clone()]
-        .into_iter()
-        .chain(args.serve_args.iter().cloned())
-        .collect();
-    let appliance = start_appliance(args.binary.clone(), &serve_args).await?;
+    let appliance = args
+        .appliance
+        .start(vec!["--http-listen".to_owned(), http.clone()])
+        .await?;
     let pid = appliance.child.0.id();
     let client = appliance.client.clone();
     let concurrency = args.concurrency.max(1);

@@ -1,7 +1,7 @@
 //! `siderite bench apiserver`: creates Server objects with realistic inventory against a freshly
 //! started `siderite serve` (a child process), and measures create throughput, full-list latency,
 //! watch fan-out and the server's peak RSS. `siderite bench agents` is in [`agents`], `siderite
-//! bench allocate` in [`allocate`].
+//! bench allocate` in [`allocate`], `siderite bench power` in [`power`].
 //!
 //! The peer that runs side by side is SQLite itself: the same bodies inserted one durable
 //! transaction at a time (what a naive store would do), so the ratio shows what the API layer
@@ -9,6 +9,7 @@
 
 pub mod agents;
 pub mod allocate;
+pub mod power;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -85,6 +86,25 @@ pub fn realistic_server(i: usize) -> Value {
             }
         }
     })
+}
+
+/// The appliance a benchmark starts: which binary, and extra flags for its `serve`.
+#[derive(clap::Args, Debug)]
+pub struct ApplianceArgs {
+    /// The `siderite` binary to benchmark (default: this one).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Extra flag for the appliance's `serve` (repeatable), e.g. `--serve-arg=--watch-history=5000`.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
+}
+
+impl ApplianceArgs {
+    /// Starts the appliance with `flags`, then the `--serve-arg`s, as [`start_appliance`] does.
+    pub(crate) async fn start(&self, mut flags: Vec<String>) -> anyhow::Result<Appliance> {
+        flags.extend(self.serve_args.iter().cloned());
+        start_appliance(self.binary.clone(), &flags).await
+    }
 }
 
 pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
