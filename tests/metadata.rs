@@ -552,9 +552,16 @@ async fn bootstrap_data_is_patched_token_guarded_and_installs_the_server() {
         async move { (get(&http, &url).await.0 == 404).then_some(()) }
     })
     .await;
-    let server = servers.get(ubuntu_uuid).await.unwrap();
-    let status = server.status.unwrap_or_default();
-    assert!(!status.in_use && !status.is_clean);
+    // The binding goes first (so the token stops working at once), then the Server is
+    // returned to the pool.
+    let status = wait_for("the server returned to the pool, dirty", 30, || {
+        let servers = servers.clone();
+        async move {
+            let status = servers.get(ubuntu_uuid).await.ok()?.status?;
+            (!status.in_use && !status.is_clean).then_some(status)
+        }
+    })
+    .await;
     assert!(
         !status.conditions.iter().any(|c| c.type_ == "Installed"),
         "release clears Installed: {:?}",
