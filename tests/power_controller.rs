@@ -29,8 +29,9 @@ struct Machine {
     silent: bool,
     /// Carry out the next reboot, then fall silent.
     silent_after_reboot: bool,
-    /// `POST /action` requests, in order (status polls are not listed).
+    /// `POST /action` requests, in order (status polls are only counted).
     actions: Vec<String>,
+    polls: usize,
     /// For each start: whether it was a network boot.
     starts: Vec<bool>,
     /// The `Authorization` header the Redfish face accepts (`Basic …`).
@@ -115,7 +116,9 @@ impl Rig {
             if m.silent {
                 return None;
             }
-            if action != "status" {
+            if action == "status" {
+                m.polls += 1;
+            } else {
                 m.actions.push(action.clone());
             }
             let honest = !m.liar;
@@ -337,6 +340,25 @@ async fn a_bmc_that_claims_success_without_effect_is_marked_given_up_on_and_retr
     assert_eq!(requested.status, ConditionStatus::True, "{requested:?}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(rig.actions(), ["poweroff", "poweroff", "poweroff"]);
+
+    // Power control taken away: what the BMC said is cleared, and nothing is asked any more.
+    servers
+        .patch(
+            "liar",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"managementApi": null}})),
+        )
+        .await
+        .expect("remove spec.managementApi");
+    wait_for("status.power and BMCReachable cleared", 30, || async {
+        let status = servers.get("liar").await.ok()?.status?;
+        (status.power.is_none() && find_condition(&status.conditions, "BMCReachable").is_none())
+            .then_some(())
+    })
+    .await;
+    let requests = rig.with(|m| m.actions.len() + m.polls);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.with(|m| m.actions.len() + m.polls), requests);
 }
 
 #[tokio::test]

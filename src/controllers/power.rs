@@ -160,7 +160,11 @@ fn offer(
 ) {
     let name = server.name_any();
     if !has_power_spec(&server) {
-        tasks.remove(&name);
+        // Power control was taken away: the task sees this copy last, clears what the BMC
+        // said (it no longer holds) and ends.
+        if let Some(sender) = tasks.remove(&name) {
+            sender.send_replace(server);
+        }
         return;
     }
     if let Some(sender) = tasks.get(&name)
@@ -248,6 +252,10 @@ impl Task {
                         break;
                     }
                     self.server = self.updates.borrow_and_update().clone();
+                    if !has_power_spec(&self.server) {
+                        self.forget().await;
+                        break;
+                    }
                 }
                 () = tokio::time::sleep_until(wake) => {}
             }
@@ -299,6 +307,17 @@ impl Task {
                 now
             }
         }
+    }
+
+    /// Clears `status.power` and `BMCReachable`: the server no longer names a BMC, so what the
+    /// last one said no longer holds.
+    async fn forget(&mut self) {
+        self.update(|status| {
+            let before = status.conditions.len();
+            status.conditions.retain(|c| c.type_ != BMC_REACHABLE);
+            status.power.take().is_some() || status.conditions.len() != before
+        })
+        .await;
     }
 
     /// Moves the record to the lifecycle's current goal, and notes the agent's wipe progress
