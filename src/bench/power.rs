@@ -49,6 +49,10 @@ pub struct PowerBenchArgs {
     /// Shorter than the poll interval, every poll opens a connection, as with most BMCs.
     #[arg(long, default_value_t = 5)]
     pub bmc_keepalive: u64,
+    /// Serve Redfish over HTTPS, as real BMCs do (a lab CA, given to the Servers in
+    /// `spec.bmc.tls.caCert` and to the peer's curl): every new connection pays a handshake.
+    #[arg(long)]
+    pub tls: bool,
     /// Give up when the first round has not reached every Server after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -122,7 +126,7 @@ fn computer_system(i: usize) -> Value {
 
 /// Server `i` of [`realistic_server`], not accepted, whose BMC is system `i + 1` at `base`,
 /// credentials from the benchmark's Secret.
-fn bmc_server(i: usize, base: &str) -> Value {
+fn bmc_server(i: usize, base: &str, ca: Option<&str>) -> Value {
     let mut server = realistic_server(i);
     let from =
         |key: &str| json!({"secretKeyRef": {"namespace": SECRET_NS, "name": SECRET, "key": key}});
@@ -132,11 +136,41 @@ fn bmc_server(i: usize, base: &str) -> Value {
         "userFrom": from("user"),
         "passFrom": from("pass"),
     });
+    if let Some(ca) = ca {
+        server["spec"]["bmc"]["tls"] = json!({"caCert": ca});
+    }
     server
 }
 
+/// A lab CA and a certificate for 127.0.0.1 it signed, written as `ca.pem`, `bmc.pem` and
+/// `bmc.key` in `dir`; returns the CA's PEM.
+fn write_tls(dir: &Path) -> anyhow::Result<String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "siderite bench BMC CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
+    leaf.distinguished_name.push(DnType::CommonName, "bmc");
+    let cert = leaf.signed_by(&key, &issuer)?;
+    std::fs::write(dir.join("ca.pem"), &ca_pem)?;
+    std::fs::write(dir.join("bmc.pem"), cert.pem())?;
+    std::fs::write(dir.join("bmc.key"), key.serialize_pem())?;
+    Ok(ca_pem)
+}
+
 /// Writes the documents, the password file and nginx's configuration under `dir`.
-fn write_fake_bmcs(dir: &Path, n: usize, port: u16, keepalive: u64) -> anyhow::Result<PathBuf> {
+fn write_fake_bmcs(
+    dir: &Path,
+    n: usize,
+    port: u16,
+    keepalive: u64,
+    tls: bool,
+) -> anyhow::Result<PathBuf> {
     let docs = dir.join("docs/redfish/v1/Systems");
     std::fs::create_dir_all(&docs)?;
     std::fs::write(
@@ -152,6 +186,13 @@ fn write_fake_bmcs(dir: &Path, n: usize, port: u16, keepalive: u64) -> anyhow::R
         format!("{USER}:{{PLAIN}}{PASSWORD}\n"),
     )?;
     let d = dir.display();
+    let listen = if tls {
+        format!(
+            "listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/bmc.pem;\n    ssl_certificate_key {d}/bmc.key;"
+        )
+    } else {
+        format!("listen 127.0.0.1:{port};")
+    };
     let config = format!(
         // One process (no master): its PID is the whole BMC side, measured and stopped by it.
         r#"master_process off;
@@ -170,7 +211,7 @@ http {{
   uwsgi_temp_path {d}/tmp/uwsgi;
   scgi_temp_path {d}/tmp/scgi;
   server {{
-    listen 127.0.0.1:{port};
+    {listen}
     root {d}/docs;
     location = /redfish/v1/ {{ try_files /redfish/v1/index.json =404; }}
     location = /redfish/v1/Systems {{
@@ -276,9 +317,13 @@ fn keep_descriptors_from_children() {
     }
 }
 
-/// Waits until `url` answers 200 (nginx is up).
-async fn wait_for_http(url: &str, pid: u32) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+/// Waits until `url` answers 200 (nginx is up), trusting `ca` for HTTPS.
+async fn wait_for_http(url: &str, pid: u32, ca: Option<&str>) -> anyhow::Result<()> {
+    let mut http = reqwest::Client::builder();
+    if let Some(ca) = ca {
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?);
+    }
+    let http = http.build()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(response) = http.get(url).send().await
@@ -311,10 +356,11 @@ async fn versions(api: &Api<Server>) -> anyhow::Result<Vec<(String, String)>> {
     Ok(list)
 }
 
-/// The peer: `polls` processes of `curl -u … <system URL>` spread evenly over `window`.
-/// Returns the successful calls and the children's CPU seconds.
+/// The peer: `polls` processes of `curl -u … <system URL>` spread evenly over `window`
+/// (`--cacert ca` for HTTPS). Returns the successful calls and the children's CPU seconds.
 async fn curl_peer(
     base: &str,
+    ca: Option<&Path>,
     n: usize,
     polls: u64,
     window: Duration,
@@ -328,6 +374,11 @@ async fn curl_peer(
         command
             .args(["-sf", "-o", "/dev/null", "-u"])
             .arg(format!("{USER}:{PASSWORD}"))
+            .args(
+                ca.map(|ca| ["--cacert".as_ref(), ca.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg(format!("{base}/redfish/v1/Systems/{}", k as usize % n + 1))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -366,8 +417,10 @@ pub async fn power(args: PowerBenchArgs) -> anyhow::Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
     let port = crate::bench::agents::free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let config = write_fake_bmcs(dir.path(), n, port, args.bmc_keepalive)?;
+    let scheme = if args.tls { "https" } else { "http" };
+    let base = format!("{scheme}://127.0.0.1:{port}");
+    let ca = args.tls.then(|| write_tls(dir.path())).transpose()?;
+    let config = write_fake_bmcs(dir.path(), n, port, args.bmc_keepalive, args.tls)?;
     let nginx = Child(
         std::process::Command::new("nginx")
             .arg("-c")
@@ -381,7 +434,7 @@ pub async fn power(args: PowerBenchArgs) -> anyhow::Result<()> {
             .context("starting nginx")?,
     );
     let nginx_pid = nginx.0.id();
-    wait_for_http(&format!("{base}/redfish/v1/"), nginx_pid).await?;
+    wait_for_http(&format!("{base}/redfish/v1/"), nginx_pid, ca.as_deref()).await?;
 
     // The appliance, idle first (no Servers yet): what it uses when there is nothing to poll.
     let http_port = crate::bench::agents::free_port()?;
@@ -422,7 +475,7 @@ pub async fn power(args: PowerBenchArgs) -> anyhow::Result<()> {
                 http::Method::POST,
                 "/apis/metal.sidero.dev/v1alpha2/servers".to_owned(),
                 "application/json",
-                bytes::Bytes::from(bmc_server(i, &base).to_string()),
+                bytes::Bytes::from(bmc_server(i, &base, ca.as_deref()).to_string()),
             )
         }),
         http::StatusCode::CREATED,
@@ -480,7 +533,14 @@ pub async fn power(args: PowerBenchArgs) -> anyhow::Result<()> {
     // The peer: as many polls over as long a window, one process each.
     let peer_from = epoch_secs();
     let peer_nginx_from = cpu_secs(nginx_pid)?;
-    let (peer_ok, peer_cpu) = curl_peer(&base, n, polls, Duration::from_secs_f64(secs)).await?;
+    let (peer_ok, peer_cpu) = curl_peer(
+        &base,
+        ca.is_some().then(|| dir.path().join("ca.pem")).as_deref(),
+        n,
+        polls,
+        Duration::from_secs_f64(secs),
+    )
+    .await?;
     let peer_to = epoch_secs();
     let peer_nginx_cpu = cpu_secs(nginx_pid)? - peer_nginx_from;
     let log = std::fs::read_to_string(dir.path().join("access.log"))?;
@@ -566,7 +626,7 @@ mod tests {
         let system = computer_system(17);
         assert_eq!(system["PowerState"], "On");
         assert_eq!(system["@odata.id"], "/redfish/v1/Systems/17");
-        let server = bmc_server(16, "http://127.0.0.1:8443");
+        let server = bmc_server(16, "http://127.0.0.1:8443", None);
         let server: Server = serde_json::from_value(server).expect("a valid Server");
         let bmc = server.spec.bmc.expect("spec.bmc");
         assert_eq!(bmc.endpoint, "http://127.0.0.1:8443/redfish/v1/Systems/17");
