@@ -6,8 +6,9 @@
 //! The lifecycle with real VMs is `tests/power_lifecycle.rs`.
 
 mod common;
+mod lab;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use common::{Appliance, wait_for};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use lab::power_api::read_request;
 use serde_json::json;
 use siderite::api::{Condition, ConditionSeverity, ConditionStatus, Server, find_condition};
 
@@ -77,33 +79,13 @@ impl Rig {
     }
 
     fn handle(&self, stream: TcpStream) {
-        let Ok(mut writer) = stream.try_clone() else {
+        let Some((request, mut writer)) = read_request(stream) else {
             return;
         };
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        if reader.read_line(&mut line).is_err() {
-            return;
-        }
-        let mut length = 0u64;
-        let mut authorization = None;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
-                break;
-            }
-            let (name, value) = header.split_once(':').unwrap_or_default();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                "authorization" => authorization = Some(value.trim().to_owned()),
-                _ => {}
-            }
-        }
-        let mut body = Vec::new();
-        let _ = reader.take(length).read_to_end(&mut body);
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let path = request.path;
         if path.starts_with("/redfish/") {
-            let (status, reply) = self.redfish(&path, authorization.as_deref(), &body);
+            let (status, reply) =
+                self.redfish(&path, request.authorization.as_deref(), &request.body);
             let _ = write!(
                 writer,
                 "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
@@ -224,8 +206,13 @@ const QUICK: &[&str] = &[
     "0.5",
 ];
 
-fn args(extra: &[&'static str]) -> Vec<&'static str> {
-    QUICK.iter().chain(extra).copied().collect()
+/// An appliance with [`QUICK`] and `extra` flags, a client, and its Servers.
+async fn appliance(extra: &[&str]) -> (Appliance, kube::Client, Api<Server>) {
+    let flags: Vec<&str> = QUICK.iter().chain(extra).copied().collect();
+    let appliance = Appliance::start_with(&flags);
+    let client = appliance.client().await;
+    let servers = Api::all(client.clone());
+    (appliance, client, servers)
 }
 
 async fn create_server(servers: &Api<Server>, name: &str, rig: &Rig, clean: bool) {
@@ -240,6 +227,11 @@ async fn create_server(servers: &Api<Server>, name: &str, rig: &Rig, clean: bool
         .create(&PostParams::default(), &server)
         .await
         .expect("create the Server");
+    mark_clean(servers, name, clean).await;
+}
+
+/// Writes `status.isClean`, as the agent API does after a wipe.
+async fn mark_clean(servers: &Api<Server>, name: &str, clean: bool) {
     servers
         .patch_status(
             name,
@@ -284,14 +276,8 @@ async fn a_bmc_that_claims_success_without_effect_is_marked_given_up_on_and_retr
     // Clean, accepted, unallocated, running: it belongs off. The BMC says yes and does nothing.
     let rig = Rig::start(true);
     rig.with(|m| m.liar = true);
-    let appliance = Appliance::start_with(&args(&[
-        "--power-agent-grace",
-        "1",
-        "--power-attempts",
-        "2",
-    ]));
-    let client = appliance.client().await;
-    let servers: Api<Server> = Api::all(client.clone());
+    let (_appliance, client, servers) =
+        appliance(&["--power-agent-grace", "1", "--power-attempts", "2"]).await;
     create_server(&servers, "liar", &rig, true).await;
 
     let gave_up = wait_for("the controller to give up on the lying BMC", 60, || async {
@@ -367,14 +353,8 @@ async fn a_bmc_that_stops_answering_mid_cycle_is_marked_and_the_cycle_is_not_sen
     // The BMC carries out the reboot, then hangs.
     let rig = Rig::start(true);
     rig.with(|m| m.silent_after_reboot = true);
-    let appliance = Appliance::start_with(&args(&[
-        "--power-agent-grace",
-        "0",
-        "--power-boot-timeout",
-        "12",
-    ]));
-    let client = appliance.client().await;
-    let servers: Api<Server> = Api::all(client.clone());
+    let (_appliance, client, servers) =
+        appliance(&["--power-agent-grace", "0", "--power-boot-timeout", "12"]).await;
     create_server(&servers, "hung", &rig, false).await;
 
     let no_answer = wait_for("the unanswered cycle on the Server", 30, || async {
@@ -443,9 +423,7 @@ async fn bmc_credentials_come_from_secrets_and_every_setup_problem_is_on_the_ser
     let rig = Rig::start(true);
     let basic = base64::engine::general_purpose::STANDARD.encode("admin:s3cret");
     rig.with(|m| m.redfish_auth = Some(format!("Basic {basic}")));
-    let appliance = Appliance::start_with(&args(&["--power-agent-grace", "1"]));
-    let client = appliance.client().await;
-    let servers: Api<Server> = Api::all(client.clone());
+    let (_appliance, client, servers) = appliance(&["--power-agent-grace", "1"]).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), "default");
     for (name, pass) in [("bmc-good", "s3cret"), ("bmc-wrong", "guess")] {
@@ -498,14 +476,7 @@ async fn bmc_credentials_come_from_secrets_and_every_setup_problem_is_on_the_ser
             .await
             .expect("create the Server");
     }
-    servers
-        .patch_status(
-            "pooled",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"isClean": true}})),
-        )
-        .await
-        .expect("mark it clean");
+    mark_clean(&servers, "pooled", true).await;
 
     wait_for("the pooled server powered off over Redfish", 30, || async {
         (power(&servers, "pooled").await.as_deref() == Some("off")).then_some(())

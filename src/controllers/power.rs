@@ -19,7 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::api::{
-    Bmc, Condition, ConditionSeverity, ConditionStatus, CredentialSource, PxeMode, Server,
-    ServerStatus, find_condition, set_condition,
+    Bmc, Condition, ConditionSeverity, ConditionStatus, CredentialSource, ManagementApi, PxeMode,
+    Server, ServerStatus, find_condition, set_condition,
 };
 use crate::policy::power::{
     self, Failure, Goal, MANUAL_ANNOTATION, Plan, PowerFacts, RETRY_ANNOTATION, Record, Step,
@@ -39,7 +39,7 @@ use crate::power::{
 };
 use crate::serve::agent_api::WIPING;
 use crate::serve::resource_caches::{ServerChange, ServerFeed};
-use crate::serve::servers::{is_installed, update_status_from};
+use crate::serve::servers::{is_installed, publish_event, update_status_from};
 
 /// Condition: whether the server's BMC (or management API) answers.
 pub const BMC_REACHABLE: &str = "BMCReachable";
@@ -182,8 +182,8 @@ fn offer(
 /// The power manager of one server, and the spec it was built from.
 struct Managed {
     manager: Box<dyn PowerManager>,
-    /// `spec.bmc` and `spec.managementApi` as JSON: a change rebuilds the manager.
-    spec: String,
+    /// The spec it was built from: a change rebuilds the manager.
+    spec: PowerSpec,
     /// Which gate the BMC's calls pass.
     gate: Arc<BmcGate>,
 }
@@ -195,10 +195,8 @@ struct Task {
     updates: watch::Receiver<Arc<Server>>,
     server: Arc<Server>,
     managed: Option<Managed>,
-    /// When a spec that could not be set up is read again.
-    setup_retry: Option<Instant>,
-    /// The spec that could not be set up and why, so the error is reported once.
-    setup_error: Option<(String, String)>,
+    /// The spec could not be set up (or its credentials were refused).
+    setup_failed: Option<SetupFailure>,
     inline_warned: bool,
     record: Record,
     /// The retry annotation's value when the record was last reset.
@@ -229,8 +227,7 @@ impl Task {
             updates,
             server,
             managed: None,
-            setup_retry: None,
-            setup_error: None,
+            setup_failed: None,
             inline_warned: false,
             record: Record::new(goal, now.into_std()),
             state: None,
@@ -269,7 +266,10 @@ impl Task {
         let now = Instant::now();
         self.follow_lifecycle(now);
         let Some(gate) = self.ensure_manager(now).await else {
-            return self.setup_retry.unwrap_or(now + SETUP_RETRY);
+            return self
+                .setup_failed
+                .as_ref()
+                .map_or(now + SETUP_RETRY, |f| f.retry_at);
         };
         // An awaited action is judged on a state read after its settle time, not before.
         let settled = self
@@ -358,15 +358,16 @@ impl Task {
 
     /// The manager for the current spec, built (credentials read) when the spec changed.
     async fn ensure_manager(&mut self, now: Instant) -> Option<Arc<BmcGate>> {
-        let spec = spec_key(&self.server);
+        let spec = power_spec(&self.server);
         if let Some(managed) = &self.managed
             && managed.spec == spec
         {
             return Some(Arc::clone(&managed.gate));
         }
-        if self.managed.is_none()
-            && self.setup_retry.is_some_and(|at| now < at)
-            && self.setup_error.as_ref().is_some_and(|(s, _)| *s == spec)
+        if self
+            .setup_failed
+            .as_ref()
+            .is_some_and(|f| f.spec == spec && now < f.retry_at)
         {
             return None;
         }
@@ -375,19 +376,21 @@ impl Task {
             Ok(managed) => {
                 let gate = Arc::clone(&managed.gate);
                 self.managed = Some(managed);
-                self.setup_error = None;
-                self.setup_retry = None;
+                self.setup_failed = None;
                 // A new BMC: its state is not known yet.
                 self.next_poll = now;
                 Some(gate)
             }
             Err(error) => {
-                self.setup_retry = Some(now + SETUP_RETRY);
                 let first = self
-                    .setup_error
+                    .setup_failed
                     .as_ref()
-                    .is_none_or(|(s, e)| *s != spec || *e != error);
-                self.setup_error = Some((spec, error.clone()));
+                    .is_none_or(|f| f.spec != spec || f.error != error);
+                self.setup_failed = Some(SetupFailure {
+                    spec,
+                    error: error.clone(),
+                    retry_at: now + SETUP_RETRY,
+                });
                 if first {
                     warn!(server = %self.name, %error, "power control cannot be set up");
                     self.event(
@@ -405,7 +408,7 @@ impl Task {
         }
     }
 
-    async fn build(&mut self, spec: &str) -> Result<Managed, String> {
+    async fn build(&mut self, spec: &PowerSpec) -> Result<Managed, String> {
         let credentials = match &self.server.spec.bmc {
             Some(bmc) => {
                 let (credentials, inline) = read_credentials(&self.shared.client, bmc).await?;
@@ -429,7 +432,7 @@ impl Task {
         Ok(Managed {
             gate: self.shared.gates.gate(&bmc_key(&self.server)),
             manager,
-            spec: spec.to_owned(),
+            spec: spec.clone(),
         })
     }
 
@@ -490,8 +493,11 @@ impl Task {
         if matches!(error.cause, Cause::Authentication(_)) {
             // The password may have been changed in the Secret: read it again next time.
             self.managed = None;
-            self.setup_retry = Some(Instant::now() + SETUP_RETRY);
-            self.setup_error = Some((spec_key(&self.server), error.to_string()));
+            self.setup_failed = Some(SetupFailure {
+                spec: power_spec(&self.server),
+                error: error.to_string(),
+                retry_at: Instant::now() + SETUP_RETRY,
+            });
         }
     }
 
@@ -609,23 +615,12 @@ impl Task {
     ) -> bool {
         let now = Time(jiff::Timestamp::now());
         let condition = reachable.map(|(ok, reason, message)| {
-            if ok {
-                Condition::new(
-                    BMC_REACHABLE,
-                    ConditionStatus::True,
-                    reason,
-                    message,
-                    now.clone(),
-                )
+            let status = if ok {
+                ConditionStatus::True
             } else {
-                Condition::new(
-                    BMC_REACHABLE,
-                    ConditionStatus::False,
-                    reason,
-                    message,
-                    now.clone(),
-                )
-            }
+                ConditionStatus::False
+            };
+            Condition::new(BMC_REACHABLE, status, reason, message, now.clone())
         });
         let change = |status: &mut ServerStatus| {
             let mut changed = false;
@@ -690,21 +685,14 @@ impl Task {
     }
 
     fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
-        let event = Event {
+        publish_event(
+            &self.shared.recorder,
+            &self.server,
             type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        let reference = self.server.object_ref(&());
-        let recorder = self.shared.recorder.clone();
-        let name = self.name.clone();
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                warn!(server = %name, %error, reason = %event.reason, "could not publish an Event");
-            }
-        });
+            reason,
+            action,
+            &note,
+        );
     }
 }
 
@@ -724,8 +712,18 @@ fn facts(server: &Server) -> PowerFacts {
     }
 }
 
-fn spec_key(server: &Server) -> String {
-    serde_json::to_string(&(&server.spec.bmc, &server.spec.management_api)).unwrap_or_default()
+/// What a server's power control is built from: `spec.bmc` and `spec.managementApi`.
+type PowerSpec = (Option<Bmc>, Option<ManagementApi>);
+
+fn power_spec(server: &Server) -> PowerSpec {
+    (server.spec.bmc.clone(), server.spec.management_api.clone())
+}
+
+/// A spec that could not be set up: reported once, read again at `retry_at` or when it changes.
+struct SetupFailure {
+    spec: PowerSpec,
+    error: String,
+    retry_at: Instant,
 }
 
 /// The BMC a server's calls go to, for the gates: the endpoint's host and port, so that the

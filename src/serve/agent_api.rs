@@ -16,9 +16,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use k8s_openapi::api::core::v1::NodeAddress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Resource, ResourceExt};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
@@ -38,7 +38,8 @@ use crate::policy::agent::{
 use crate::policy::identity::{parse_mac, server_identity};
 use crate::serve::environments::{AssetKind, EnvironmentCache};
 use crate::serve::servers::{
-    ServerIndex, is_installed, nocloud_url, update_status, update_status_from,
+    ServerIndex, is_installed, nocloud_url, publish_event, truncate, update_status,
+    update_status_from,
 };
 
 /// Longest long poll an agent may ask for; it re-asks after that.
@@ -1096,24 +1097,9 @@ impl AgentApi {
     }
 
     /// Publishes an Event about `server` in the background: the agent's answer does not wait
-    /// for it (Events are best effort in Kubernetes too), which halves registration latency
-    /// when thousands of machines register at once.
+    /// for it, which halves registration latency when thousands of machines register at once.
     fn event(&self, server: &Server, type_: EventType, reason: &str, action: &str, note: String) {
-        let reference = server.object_ref(&());
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(truncate(&note, 1024).to_owned()),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        let recorder = self.recorder.clone();
-        let name = server.name_any();
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                warn!(server = %name, %error, reason = %event.reason, "could not publish an Event");
-            }
-        });
+        publish_event(&self.recorder, server, type_, reason, action, &note);
     }
 }
 
@@ -1364,17 +1350,6 @@ fn registered_message(name: &str, agent_version: &str, summary: &str, accepted: 
             "agent {agent_version}: {summary}; accept it with: kubectl patch server {name} --type merge -p '{{\"spec\":{{\"accepted\":true}}}}'"
         )
     }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 fn now() -> Time {

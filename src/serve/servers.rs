@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
-use kube::ResourceExt;
 use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -224,6 +225,46 @@ impl MachineLookup for BootFacts {
 /// Changes a Server's status with `change` (which returns whether it changed anything) and
 /// writes it with the resourceVersion it read, retrying when someone else wrote in between.
 /// Returns the Server as written (or as read, when nothing changed); `None` when it is gone.
+/// Publishes an Event about `server` in the background: callers (an agent waiting for its
+/// answer, a power task) do not wait for it, as Events are best effort in Kubernetes too. The
+/// note is cut to 1 KiB.
+pub fn publish_event(
+    recorder: &Recorder,
+    server: &Server,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    let reference = server.object_ref(&());
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate(note, 1024).to_owned()),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    let recorder = recorder.clone();
+    let name = server.name_any();
+    tokio::spawn(async move {
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(server = %name, %error, reason = %event.reason, "could not publish an Event");
+        }
+    });
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 pub async fn update_status(
     api: &Api<Server>,
     name: &str,

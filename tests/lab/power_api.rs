@@ -234,30 +234,54 @@ impl Drop for PowerApi {
     }
 }
 
-fn handle(stream: TcpStream, machine: &Machine, log: &Mutex<Vec<String>>) {
+/// One HTTP/1.1 request, as the test rigs read it.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Reads one request from `stream` (waiting at most 5 s for it); returns it and a handle to
+/// write the answer on.
+pub fn read_request(stream: TcpStream) -> Option<(Request, TcpStream)> {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
+    let writer = stream.try_clone().ok()?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut length = 0usize;
+    reader.read_line(&mut line).ok()?;
+    let mut length = 0u64;
+    let mut authorization = None;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
             break;
         }
-        if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = value.trim().parse().unwrap_or(0);
+        let (name, value) = header.split_once(':').unwrap_or_default();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().unwrap_or(0),
+            "authorization" => authorization = Some(value.trim().to_owned()),
+            _ => {}
         }
     }
-    // Sidero sends no body; whatever comes is read and ignored.
-    let _ = reader.take(length as u64).read_to_end(&mut Vec::new());
+    let mut body = Vec::new();
+    let _ = reader.take(length).read_to_end(&mut body);
     let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let request = Request {
+        method: parts.next().unwrap_or("").to_owned(),
+        path: parts.next().unwrap_or("").to_owned(),
+        authorization,
+        body,
+    };
+    Some((request, writer))
+}
+
+fn handle(stream: TcpStream, machine: &Machine, log: &Mutex<Vec<String>>) {
+    // Sidero sends no body; whatever comes is read and ignored.
+    let Some((request, mut writer)) = read_request(stream) else {
+        return;
+    };
+    let (method, path) = (request.method.as_str(), request.path.as_str());
     if let Ok(mut log) = log.lock() {
         log.push(format!("{method} {path}"));
     }
